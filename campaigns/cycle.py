@@ -1,0 +1,120 @@
+"""The CAM cycle: discover → enrich → reach out → check targets, for one campaign or all.
+
+A phase that fails is reported in the result's `errors` and the next phase still runs; one
+campaign that fails never stops the others. Nothing here raises for a campaign's problem.
+"""
+
+import logging
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+
+from django.conf import settings
+
+from campaigns.models import Campaign
+from campaigns.services import campaign_metrics, campaign_pause, campaign_pause_reason
+from leads.services import leads_discover, leads_enrich
+from outreach.services import outreach_send_due
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class CycleResult:
+    """The contract's result object (SPEC §5), plus `notes`, `leads_lost` and dry-run `previews`."""
+
+    campaign_id: int
+    campaign_name: str
+    dry_run: bool
+    leads_discovered: int = 0
+    leads_enriched: int = 0
+    outreach_sent: int = 0
+    outreach_failed: int = 0
+    outreach_skipped: int = 0
+    campaign_paused: bool = False
+    pause_reason: str | None = None
+    errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    leads_lost: int = 0
+    previews: list[dict] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def cycle_run(
+    *,
+    campaign: Campaign,
+    now: datetime,
+    dry_run: bool = True,
+    max_new_leads: int | None = None,
+    max_enriched: int | None = None,
+) -> CycleResult:
+    """One cycle of one campaign. A paused campaign is left alone.
+
+    Dry run (the default) discovers and enriches for real but sends nothing and pauses nothing;
+    it reports what it would send and whether the campaign would pause.
+    """
+    result = CycleResult(campaign_id=campaign.pk, campaign_name=campaign.name, dry_run=dry_run)
+    if not campaign.active:
+        result.campaign_paused = True
+        result.pause_reason = campaign.pause_reason or "paused by staff"
+        result.notes.append("campaign is paused: nothing done")
+        return result
+
+    def phase(name, run):
+        try:
+            return run()
+        except Exception as exc:
+            logger.exception("cycle phase %s failed for campaign %s", name, campaign.pk)
+            result.errors.append(f"{name}: {type(exc).__name__}: {exc}")
+            return None
+
+    discovered = phase("discover", lambda: leads_discover(
+        campaign=campaign, now=now, limit=max_new_leads or settings.CAM_MAX_NEW_LEADS))
+    enriched = phase("enrich", lambda: leads_enrich(
+        campaign=campaign, now=now, limit=max_enriched or settings.CAM_MAX_ENRICHED))
+    for done in (discovered, enriched):
+        if done:
+            result.notes += done.notes
+            result.errors += done.errors
+    result.leads_discovered = discovered.count if discovered else 0
+    result.leads_enriched = enriched.count if enriched else 0
+
+    outreach = phase("outreach", lambda: outreach_send_due(campaign=campaign, now=now, dry_run=dry_run))
+    if outreach:
+        result.outreach_sent = outreach.sent
+        result.outreach_failed = outreach.failed
+        result.outreach_skipped = outreach.skipped
+        result.leads_lost = outreach.lost
+        result.notes += outreach.notes
+        result.errors += outreach.errors
+        result.previews = outreach.previews
+
+    phase("targets", lambda: _check_targets(campaign, now, dry_run, result))
+    return result
+
+
+def _check_targets(campaign: Campaign, now: datetime, dry_run: bool, result: CycleResult) -> None:
+    reason = campaign_pause_reason(campaign=campaign, metrics=campaign_metrics(campaign=campaign), now=now)
+    if not reason:
+        return
+    if dry_run:
+        result.notes.append(f"dry run: the campaign would be paused ({reason})")
+        return
+    campaign_pause(campaign=campaign, reason=reason, now=now)
+    result.campaign_paused = True
+    result.pause_reason = reason
+
+
+def cycle_run_all(*, now: datetime, dry_run: bool = True) -> list[CycleResult]:
+    """A cycle for every active campaign; one campaign's failure is its result's error."""
+    results = []
+    for campaign in Campaign.objects.filter(active=True).order_by("id"):
+        try:
+            results.append(cycle_run(campaign=campaign, now=now, dry_run=dry_run))
+        except Exception as exc:
+            logger.exception("cycle failed for campaign %s", campaign.pk)
+            failed = CycleResult(campaign_id=campaign.pk, campaign_name=campaign.name, dry_run=dry_run)
+            failed.errors.append(f"cycle: {type(exc).__name__}: {exc}")
+            results.append(failed)
+    return results

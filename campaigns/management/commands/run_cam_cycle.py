@@ -1,0 +1,80 @@
+"""Run CAM cycles from cron or by hand: `run_cam_cycle --campaign-id N | --all [--no-dry-run] [--json]`."""
+
+import argparse
+import json
+
+from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
+
+from campaigns.cycle import CycleResult, cycle_run, cycle_run_all
+from campaigns.models import Campaign
+
+_COLUMNS = (
+    ("campaign", lambda r: f"#{r.campaign_id} {r.campaign_name}"[:32]),
+    ("discovered", lambda r: r.leads_discovered),
+    ("enriched", lambda r: r.leads_enriched),
+    ("sent", lambda r: r.outreach_sent),
+    ("failed", lambda r: r.outreach_failed),
+    ("skipped", lambda r: r.outreach_skipped),
+    ("lost", lambda r: r.leads_lost),
+    ("paused", lambda r: "yes" if r.campaign_paused else "no"),
+    ("errors", lambda r: len(r.errors)),
+)
+
+
+class Command(BaseCommand):
+    help = "Run a CAM cycle (discover, enrich, reach out, check targets). Dry run unless --no-dry-run."
+
+    def add_arguments(self, parser):
+        which = parser.add_mutually_exclusive_group(required=True)
+        which.add_argument("--campaign-id", type=int, help="Run this campaign (even if it has no leads yet).")
+        which.add_argument("--all", action="store_true", help="Run every active campaign.")
+        parser.add_argument(
+            "--dry-run", action=argparse.BooleanOptionalAction, default=True,
+            help="Render and count what would be sent without sending (default). "
+                 "--no-dry-run sends real email.",
+        )
+        parser.add_argument("--json", action="store_true", help="Print the result(s) as JSON.")
+
+    def handle(self, *args, **options):
+        now, dry_run, run_all = timezone.now(), options["dry_run"], options["all"]
+        if run_all:
+            results = cycle_run_all(now=now, dry_run=dry_run)
+        else:
+            campaign = Campaign.objects.filter(pk=options["campaign_id"]).first()
+            if campaign is None:
+                raise CommandError(f"campaign {options['campaign_id']} not found")
+            results = [cycle_run(campaign=campaign, now=now, dry_run=dry_run)]
+        if options["json"]:
+            payload = [r.as_dict() for r in results] if run_all else results[0].as_dict()
+            self.stdout.write(json.dumps(payload, indent=2, default=str))
+        else:
+            self._print_table(results, dry_run)
+
+    def _print_table(self, results: list[CycleResult], dry_run: bool) -> None:
+        mode = "DRY RUN: nothing was sent; 'sent' counts what would be sent" if dry_run else "LIVE: emails were sent"
+        self.stdout.write(self.style.WARNING(mode) if dry_run else self.style.SUCCESS(mode))
+        if not results:
+            self.stdout.write("No active campaigns.")
+            return
+        rows = [[str(get(r)) for _, get in _COLUMNS] for r in results]
+        widths = [max(len(name), *(len(row[i]) for row in rows)) for i, (name, _) in enumerate(_COLUMNS)]
+        line = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        self.stdout.write(line([name for name, _ in _COLUMNS]))
+        self.stdout.write("  ".join("-" * w for w in widths))
+        for row in rows:
+            self.stdout.write(line(row))
+        for r in results:
+            details = [f"paused: {r.pause_reason}"] if r.campaign_paused else []
+            details += [f"note: {n}" for n in r.notes]
+            details += [self.style.ERROR(f"error: {e}") for e in r.errors]
+            if dry_run and r.previews:
+                details.append("would send:")
+                details += [f"  step {p['step']} to {p['email']}: {p['subject']}" for p in r.previews[:10]]
+                if len(r.previews) > 10:
+                    details.append(f"  … and {r.outreach_sent - 10} more")
+            if details:
+                self.stdout.write(f"\n#{r.campaign_id} {r.campaign_name}")
+                for d in details:
+                    self.stdout.write(f"  {d}")
+

@@ -1,0 +1,93 @@
+"""Campaign services: pause and resume, metrics, and the targets that auto-pause a campaign."""
+
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+
+from django.db import transaction
+from django.db.models import Count, Q
+
+from campaigns.models import Campaign
+from leads.models import Lead
+
+Status = Lead.Status
+# Auto-pause for a high lost rate only once this many leads were contacted.
+LOST_RATE_MIN_CONTACTED = 10
+LOST_RATE_LIMIT = 0.5
+NO_RESULT_AGE = timedelta(days=90)
+
+
+@transaction.atomic
+def campaign_pause(*, campaign: Campaign, reason: str, now: datetime) -> Campaign:
+    """Stop all cycles of the campaign until it is resumed; the reason is kept for staff."""
+    campaign.active = False
+    campaign.paused_at = now
+    campaign.pause_reason = reason[:300]
+    campaign.save(update_fields=["active", "paused_at", "pause_reason"])
+    return campaign
+
+
+@transaction.atomic
+def campaign_resume(*, campaign: Campaign) -> Campaign:
+    campaign.active = True
+    campaign.paused_at = None
+    campaign.pause_reason = ""
+    campaign.save(update_fields=["active", "paused_at", "pause_reason"])
+    return campaign
+
+
+@dataclass(frozen=True)
+class CampaignMetrics:
+    total_leads: int
+    new_leads: int
+    enriched_leads: int
+    contacted_leads: int
+    replied_leads: int
+    qualified_leads: int
+    lost_leads: int
+    ever_contacted: int
+    conversion_rate: float
+    goal_progress: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def metrics_aggregates(prefix: str = "") -> dict:
+    """The Count() aggregates behind CampaignMetrics, for Lead rows or (prefix "leads__") campaigns."""
+    counts = {f"{status.lower()}_leads": Count(f"{prefix}id", filter=Q(**{f"{prefix}status": status})) for status in Status}
+    counts["total_leads"] = Count(f"{prefix}id")
+    counts["ever_contacted"] = Count(f"{prefix}id", filter=Q(**{f"{prefix}first_contacted_at__isnull": False}))
+    return counts
+
+
+def metrics_from_counts(counts: dict, target_clients: int) -> CampaignMetrics:
+    total, qualified = counts["total_leads"], counts["qualified_leads"]
+    return CampaignMetrics(
+        **counts,
+        conversion_rate=round(qualified / total, 4) if total else 0.0,
+        goal_progress=round(qualified / target_clients, 4) if target_clients else 0.0,
+    )
+
+
+def campaign_metrics(*, campaign: Campaign) -> CampaignMetrics:
+    """Totals per status in one aggregate query; conversion = qualified / total leads,
+    goal progress = qualified / target_clients."""
+    counts = Lead.objects.filter(campaign=campaign).aggregate(**metrics_aggregates())
+    return metrics_from_counts(counts, campaign.target_clients)
+
+
+def campaign_pause_reason(*, campaign: Campaign, metrics: CampaignMetrics, now: datetime) -> str | None:
+    """Why the campaign should pause itself, or None.
+
+    The goal is met (qualified ≥ target_clients); or more than half of the contacted leads are
+    lost, once at least 10 were contacted; or it is 90+ days old with no qualified lead.
+    """
+    if metrics.qualified_leads >= campaign.target_clients:
+        return f"goal met: {metrics.qualified_leads} qualified of {campaign.target_clients} wanted"
+    contacted = metrics.ever_contacted
+    if contacted >= LOST_RATE_MIN_CONTACTED and metrics.lost_leads > LOST_RATE_LIMIT * contacted:
+        return f"failing: {metrics.lost_leads} of {contacted} contacted leads lost (over {LOST_RATE_LIMIT:.0%})"
+    age = now - campaign.created_at
+    if age >= NO_RESULT_AGE and metrics.qualified_leads == 0:
+        return f"failing: {age.days} days old with no qualified lead"
+    return None

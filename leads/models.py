@@ -1,0 +1,115 @@
+from django.db import models
+from django.db.models import Q
+from django.db.models.functions import Lower
+from django.utils import timezone
+
+from campaigns.models import Campaign
+
+TAG_HOT = "hot"
+TAG_DO_NOT_CONTACT = "do_not_contact"
+
+
+class LeadSource(models.Model):
+    """Where a campaign's leads come from; `kind` picks the function in leads.sources.SOURCES."""
+
+    class Kind(models.TextChoices):
+        CSV = "csv", "CSV file"
+        APOLLO = "apollo", "Apollo.io people search"
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="lead_sources")
+    name = models.CharField(max_length=200, blank=True)
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    settings = models.JSONField(
+        default=dict, blank=True, help_text='For CSV: {"path": "data/sample_leads.csv"}.'
+    )
+    active = models.BooleanField(default=True)
+    last_run_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["campaign", "id"]
+
+    def __str__(self) -> str:
+        return self.name or f"{self.get_kind_display()} #{self.pk}"
+
+
+class Lead(models.Model):
+    class Status(models.TextChoices):
+        NEW = "NEW", "New"
+        ENRICHED = "ENRICHED", "Enriched"
+        CONTACTED = "CONTACTED", "Contacted"
+        REPLIED = "REPLIED", "Replied"
+        QUALIFIED = "QUALIFIED", "Qualified"
+        LOST = "LOST", "Lost"
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="leads")
+    source = models.ForeignKey(
+        LeadSource, on_delete=models.SET_NULL, null=True, blank=True, related_name="leads"
+    )
+    email = models.EmailField(max_length=254, help_text="Stored trimmed and lower-case.")
+    first_name = models.CharField(max_length=100, blank=True)
+    last_name = models.CharField(max_length=100, blank=True)
+    company = models.CharField(max_length=200, blank=True)
+    job_title = models.CharField(max_length=200, blank=True)
+    company_size = models.CharField(max_length=50, blank=True)
+    industry = models.CharField(max_length=100, blank=True)
+
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.NEW)
+    score = models.FloatField(default=0.0)
+    tags = models.JSONField(default=list, blank=True)
+    source_data = models.JSONField(
+        default=dict, blank=True, help_text="Extra fields the source gave (columns we do not map)."
+    )
+    enrichment = models.JSONField(default=dict, blank=True)
+    email_verification = models.JSONField(default=dict, blank=True)
+    email_valid = models.BooleanField(null=True, blank=True)
+
+    attempt_count = models.PositiveSmallIntegerField(default=0)
+    next_action_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the next email is due; empty means no more outreach."
+    )
+    stopped_reason = models.CharField(max_length=200, blank=True)
+    first_contacted_at = models.DateTimeField(null=True, blank=True)
+    last_contacted_at = models.DateTimeField(null=True, blank=True)
+    replied_at = models.DateTimeField(null=True, blank=True)
+    enriched_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-score", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["campaign", "email"], name="lead_unique_email_per_campaign"),
+            models.CheckConstraint(condition=Q(email=Lower("email")), name="lead_email_lower_case"),
+            models.CheckConstraint(condition=Q(score__gte=0) & Q(score__lte=1), name="lead_score_0_to_1"),
+        ]
+        indexes = [
+            # The metrics aggregate and the console's status filter.
+            models.Index(fields=["campaign", "status"], name="lead_campaign_status"),
+            # Due leads: only rows that still expect outreach are indexed.
+            models.Index(
+                fields=["campaign", "next_action_at"],
+                name="lead_due",
+                condition=Q(next_action_at__isnull=False),
+            ),
+            # Enrichment picks NEW leads oldest first.
+            models.Index(
+                fields=["campaign", "created_at"], name="lead_new", condition=Q(status="NEW")
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.email
+
+    @property
+    def full_name(self) -> str:
+        return " ".join(part for part in (self.first_name, self.last_name) if part)
+
+    @property
+    def do_not_contact(self) -> bool:
+        return TAG_DO_NOT_CONTACT in (self.tags or [])
+
+    @property
+    def hot(self) -> bool:
+        return TAG_HOT in (self.tags or [])

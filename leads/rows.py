@@ -1,0 +1,149 @@
+"""Lead rows as sources give them: header mapping, CSV reading and per-row validation.
+
+Shared by the CSV lead source, `manage.py import_leads` and (later) API uploads, so a row is
+accepted or rejected for the same reason everywhere.
+"""
+
+import csv
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TextIO
+
+from email_validator import EmailNotValidError, validate_email
+
+from leads.models import Lead
+
+# The lead fields a source may fill, and the column names people actually use for them.
+FIELD_ALIASES: dict[str, tuple[str, ...]] = {
+    "email": ("email", "e-mail", "email address", "work email", "mail"),
+    "first_name": ("first_name", "first name", "firstname", "given name"),
+    "last_name": ("last_name", "last name", "lastname", "surname", "family name"),
+    "company": ("company", "company name", "organization", "organisation", "account name"),
+    "job_title": ("job_title", "job title", "title", "position", "role"),
+    "company_size": ("company_size", "company size", "employees", "headcount", "number of employees"),
+    "industry": ("industry", "sector", "vertical"),
+}
+LEAD_FIELDS = tuple(FIELD_ALIASES)
+
+
+def _header_key(name: str) -> str:
+    return re.sub(r"[\s_\-]+", "_", name.strip().lower())
+
+
+_ALIAS_TO_FIELD = {_header_key(alias): f for f, aliases in FIELD_ALIASES.items() for alias in aliases}
+_MAX_LENGTHS = {f: Lead._meta.get_field(f).max_length for f in LEAD_FIELDS}
+
+
+class LeadFileError(Exception):
+    """The file as a whole cannot be read as leads (not CSV, no email column, …)."""
+
+
+@dataclass
+class LeadRow:
+    """A validated row: `email` normalised, the mapped fields, and whatever else the source gave."""
+
+    line: int
+    email: str
+    fields: dict[str, str]
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class RowProblem:
+    line: int
+    email: str
+    reason: str
+
+    def as_dict(self) -> dict:
+        return {"line": self.line, "email": self.email, "reason": self.reason}
+
+
+def email_normalise(raw: str) -> str:
+    """Addresses are compared trimmed and lower-case: that is how they are stored and deduped."""
+    return (raw or "").strip().lower()
+
+
+def email_syntax_error(email: str) -> str | None:
+    """Why `email` is not a syntactically valid address, or None. No network."""
+    try:
+        validate_email(email, check_deliverability=False)
+    except EmailNotValidError as exc:
+        return str(exc)
+    return None
+
+
+def lead_row_clean(line: int, values: dict[str, str], extra: dict[str, str] | None = None) -> LeadRow | RowProblem:
+    """Check one row's lead fields; the problem names the first thing wrong with it."""
+    email = email_normalise(values.get("email", ""))
+    if not email:
+        return RowProblem(line, "", "missing email")
+    problem = email_syntax_error(email)
+    if problem:
+        return RowProblem(line, email, f"invalid email: {problem}")
+    fields = {}
+    for name in LEAD_FIELDS:
+        if name == "email":
+            continue
+        value = " ".join((values.get(name) or "").split())
+        if len(value) > _MAX_LENGTHS[name]:
+            return RowProblem(line, email, f"{name} is longer than {_MAX_LENGTHS[name]} characters")
+        fields[name] = value
+    return LeadRow(line=line, email=email, fields=fields, extra=extra or {})
+
+
+def csv_rows(stream: TextIO) -> Iterator[LeadRow | RowProblem]:
+    """Stream a CSV file of leads row by row, with the line number each row starts on.
+
+    Raises LeadFileError before the first row if the file is not CSV text or has no email column.
+    """
+    reader = csv.reader(stream)
+    try:
+        header = next(reader, None)
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise LeadFileError(f"not a CSV text file: {exc}") from None
+    if not header or not any(cell.strip() for cell in header):
+        raise LeadFileError("the file is empty: expected a header row with an email column")
+    columns = [_ALIAS_TO_FIELD.get(_header_key(name)) for name in header]
+    if "email" not in columns:
+        shown = ", ".join(repr(h) for h in header[:8])
+        raise LeadFileError(f"no email column in the header (found {shown})")
+
+    line = reader.line_num + 1
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            # A broken line (NUL byte, oversized field) is one bad row; the reader goes on after it.
+            start, line = line, reader.line_num + 1
+            yield RowProblem(start, "", f"not readable as CSV: {exc}")
+            continue
+        start, line = line, reader.line_num + 1
+        if not any(cell.strip() for cell in cells):
+            continue
+        if len(cells) != len(header):
+            yield RowProblem(start, "", f"has {len(cells)} fields, the header has {len(header)}")
+            continue
+        values, extra = {}, {}
+        for name, column, cell in zip(header, columns, cells):
+            if column:
+                values.setdefault(column, cell)
+            elif name.strip() and cell.strip():
+                extra[name.strip()] = cell.strip()
+        yield lead_row_clean(start, values, extra)
+
+
+def mapping_rows(records: Iterable[dict], first_line: int = 1) -> Iterator[LeadRow | RowProblem]:
+    """Rows from dicts (API payloads, Apollo results): known fields by alias, the rest as extra."""
+    for line, record in enumerate(records, start=first_line):
+        values, extra = {}, {}
+        for key, value in record.items():
+            column = _ALIAS_TO_FIELD.get(_header_key(str(key)))
+            text = "" if value is None else str(value)
+            if column:
+                values.setdefault(column, text)
+            elif text.strip():
+                extra[str(key)] = text.strip()
+        yield lead_row_clean(line, values, extra)

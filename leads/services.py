@@ -1,0 +1,321 @@
+"""Lead services: the status state machine, bulk insertion, discovery, enrichment and import.
+
+Every change of a lead's status goes through `lead_transition`, called by the functions here.
+"""
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from django.db import transaction
+
+from campaigns.models import Campaign
+from leads.enrichment import ENRICHERS, EnricherSkipped, email_verify, lead_score
+from leads.models import TAG_DO_NOT_CONTACT, Lead, LeadSource
+from leads.rows import LeadRow, RowProblem, csv_rows
+from leads.sources import SOURCES, SourceSkipped, open_lead_file
+
+# Suppression is outreach's table, but no lead may be created for a suppressed address.
+from outreach.models import Suppression
+
+logger = logging.getLogger(__name__)
+
+Status = Lead.Status
+# Leads in these states get emails when due; the others are finished or not yet verified.
+DUE_STATUSES = (Status.ENRICHED, Status.CONTACTED)
+FINAL_STATUSES = (Status.QUALIFIED, Status.LOST, Status.REPLIED)
+NO_REPLY_STOP = timedelta(days=30)
+# After the last email, how long a lead has to reply before it is LOST.
+LAST_STEP_REPLY_WAIT_DAYS = 7
+# Failed sends of one step before CAM stops trying that lead (a failure leaves the status as is).
+MAX_SEND_FAILURES = 3
+INSERT_BATCH = 500
+
+_TRANSITIONS = {
+    Status.NEW: {Status.ENRICHED, Status.CONTACTED, Status.QUALIFIED, Status.REPLIED, Status.LOST},
+    Status.ENRICHED: {Status.CONTACTED, Status.QUALIFIED, Status.REPLIED, Status.LOST},
+    Status.CONTACTED: {Status.QUALIFIED, Status.REPLIED, Status.LOST},
+    Status.REPLIED: {Status.QUALIFIED, Status.LOST},
+    Status.QUALIFIED: {Status.LOST},
+    Status.LOST: {Status.REPLIED, Status.QUALIFIED},
+}
+
+
+class InvalidTransition(ValueError):
+    pass
+
+
+def lead_transition(lead: Lead, to: str) -> None:
+    """Move `lead` to status `to` (unsaved) or raise InvalidTransition; staying put is allowed."""
+    if lead.status != to and to not in _TRANSITIONS[lead.status]:
+        raise InvalidTransition(f"a {lead.status} lead cannot become {to}")
+    lead.status = to
+
+
+def _stop(lead: Lead, reason: str) -> None:
+    lead.next_action_at = None
+    lead.stopped_reason = reason[:200]
+
+
+# --- state machine -----------------------------------------------------------------------------
+
+
+def lead_apply_enrichment(*, lead: Lead, found: Iterable[dict], verification: dict, now: datetime) -> None:
+    """Merge enrichers' findings and the verification into `lead` (unsaved) and score it.
+
+    A lead with enrichment data becomes ENRICHED; one whose address failed verification
+    gets no outreach.
+    """
+    for item in found:
+        lead.enrichment.update(item.get("data", {}))
+        for name, value in item.get("fields", {}).items():
+            if value:
+                setattr(lead, name, value)
+    lead.email_verification = verification
+    lead.email_valid = verification["valid"]
+    lead.score = lead_score(lead)
+    lead.enriched_at = lead.updated_at = now
+    if lead.enrichment and lead.status == Status.NEW:
+        lead_transition(lead, Status.ENRICHED)
+    if not lead.email_valid and lead.next_action_at is not None:
+        _stop(lead, f"email failed verification: {verification.get('reason', '')}")
+
+
+def followup_delay(delay_days: int, score: float) -> timedelta:
+    """The wait before the next email: the step's delay, shortened by up to half for a score of 1."""
+    return timedelta(days=delay_days) * (1 - 0.5 * max(0.0, min(score, 1.0)))
+
+
+def lead_record_send(
+    *, lead: Lead, campaign: Campaign, now: datetime, next_delay_days: int | None
+) -> None:
+    """An email reached the server: CONTACTED, or QUALIFIED when hot or above the threshold.
+
+    `next_delay_days` is the next step's delay, or None when this was the last attempt; the
+    lead then waits that long for a reply before it becomes LOST (see `lead_check_stop`).
+    """
+    lead.attempt_count += 1
+    lead.first_contacted_at = lead.first_contacted_at or now
+    lead.last_contacted_at = now
+    if lead.status in (Status.NEW, Status.ENRICHED, Status.CONTACTED):
+        qualified = lead.hot or lead.score > campaign.qualification_threshold
+        lead_transition(lead, Status.QUALIFIED if qualified else Status.CONTACTED)
+    if lead.status == Status.QUALIFIED:
+        _stop(lead, "qualified")
+    else:
+        wait = next_delay_days if next_delay_days is not None else LAST_STEP_REPLY_WAIT_DAYS
+        lead.next_action_at = now + followup_delay(wait, lead.score)
+        lead.stopped_reason = ""
+    lead.save()
+
+
+
+def lead_record_send_failure(*, lead: Lead, now: datetime, failures: int, error: str) -> None:
+    """The server refused the email: status unchanged, retried later, stopped after a few tries."""
+    if failures >= MAX_SEND_FAILURES:
+        _stop(lead, f"{failures} failed sends: {error}")
+    else:
+        lead.next_action_at = now + timedelta(hours=failures)
+    lead.save(update_fields=["next_action_at", "stopped_reason", "updated_at"])
+
+
+def lead_check_stop(*, lead: Lead, campaign: Campaign, now: datetime, suppressed: bool, steps: int) -> str | None:
+    """Why a due lead must get no more email, or None. Applies the stop to `lead` (unsaved).
+
+    Follow-ups stop for do_not_contact or suppressed leads; a lead 30+ days past its first
+    contact, or that used all its attempts (or steps) with no reply, becomes LOST.
+    """
+    if lead.do_not_contact:
+        reason = "tagged do_not_contact"
+    elif suppressed:
+        reason = "address is on the suppression list"
+    elif lead.first_contacted_at and now - lead.first_contacted_at >= NO_REPLY_STOP:
+        reason = f"no reply {NO_REPLY_STOP.days} days after first contact"
+        lead_transition(lead, Status.LOST)
+    elif lead.attempt_count >= min(campaign.max_attempts_per_lead, steps):
+        reason = f"no reply after {lead.attempt_count} emails"
+        lead_transition(lead, Status.LOST)
+    else:
+        return None
+    _stop(lead, reason)
+    return reason
+
+
+def lead_mark_replied(*, lead: Lead, now: datetime) -> Lead:
+    """A reply stops all follow-ups."""
+    lead_transition(lead, Status.REPLIED)
+    lead.replied_at = lead.replied_at or now
+    _stop(lead, "replied")
+    lead.save()
+    return lead
+
+
+def lead_tag_add(*, lead: Lead, tag: str) -> Lead:
+    """Tagging a lead do_not_contact stops its outreach at once, not at its next due time."""
+    tag = tag.strip().lower()
+    if tag not in lead.tags:
+        lead.tags = [*lead.tags, tag]
+    if tag == TAG_DO_NOT_CONTACT:
+        _stop(lead, "tagged do_not_contact")
+    lead.save()
+    return lead
+
+
+# --- insertion, discovery, import --------------------------------------------------------------
+
+
+@dataclass
+class ImportReport:
+    imported: int = 0
+    duplicates: list[RowProblem] = field(default_factory=list)
+    rejected: list[RowProblem] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {
+            "imported": self.imported,
+            "duplicates": len(self.duplicates),
+            "rejected": len(self.rejected),
+            "duplicate_rows": [p.as_dict() for p in self.duplicates],
+            "rejected_rows": [p.as_dict() for p in self.rejected],
+        }
+
+
+def leads_insert(
+    *,
+    campaign: Campaign,
+    rows: Iterable[LeadRow | RowProblem],
+    now: datetime,
+    source: LeadSource | None = None,
+    limit: int | None = None,
+) -> ImportReport:
+    """Insert new leads in batches, deduplicated against the campaign and the suppression list.
+
+    A new lead is NEW and due at once. Rows are consumed lazily, so a file of any size streams
+    through; bad rows are reported with their line numbers and never stop the good ones.
+    At most `limit` leads are inserted (the rest are left for a later run).
+    """
+    report = ImportReport()
+    seen: dict[str, int] = {}
+    batch: list[LeadRow] = []
+    for row in rows:
+        if isinstance(row, RowProblem):
+            report.rejected.append(row)
+            continue
+        if row.email in seen:
+            report.duplicates.append(RowProblem(row.line, row.email, f"repeats line {seen[row.email]}"))
+            continue
+        seen[row.email] = row.line
+        batch.append(row)
+        if len(batch) >= INSERT_BATCH:
+            _insert_batch(campaign, batch, now, source, report, limit)
+            batch = []
+            if limit is not None and report.imported >= limit:
+                return report
+    if batch:
+        _insert_batch(campaign, batch, now, source, report, limit)
+    return report
+
+
+def _insert_batch(campaign, batch, now, source, report, limit) -> None:
+    emails = [row.email for row in batch]
+    existing = set(Lead.objects.filter(campaign=campaign, email__in=emails).values_list("email", flat=True))
+    suppressed = dict(Suppression.objects.filter(email__in=emails).values_list("email", "reason"))
+    new = []
+    for row in batch:
+        if row.email in existing:
+            report.duplicates.append(RowProblem(row.line, row.email, "already in this campaign"))
+        elif row.email in suppressed:
+            report.rejected.append(RowProblem(row.line, row.email, f"suppressed ({suppressed[row.email]})"))
+        elif limit is None or report.imported + len(new) < limit:
+            new.append(
+                Lead(
+                    campaign=campaign, source=source, email=row.email, source_data=row.extra,
+                    status=Status.NEW, next_action_at=now, created_at=now, **row.fields,
+                )
+            )
+    # ignore_conflicts: a concurrent insert of the same address is a duplicate, not an error.
+    Lead.objects.bulk_create(new, ignore_conflicts=True)
+    report.imported += len(new)
+
+
+def leads_import_csv(*, campaign: Campaign, path: str | Path, now: datetime) -> ImportReport:
+    """Import a CSV file of leads into `campaign`; raises LeadFileError if it is unusable."""
+    with open_lead_file(path) as stream:
+        return leads_insert(campaign=campaign, rows=csv_rows(stream), now=now)
+
+
+@dataclass
+class PhaseResult:
+    count: int = 0
+    notes: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def _problems_note(label: str, problems: list[RowProblem], shown: int = 3) -> str:
+    listed = "; ".join(f"line {p.line}: {p.reason}" for p in problems[:shown])
+    more = f"; and {len(problems) - shown} more" if len(problems) > shown else ""
+    return f"{label}: {len(problems)} rows rejected ({listed}{more})"
+
+
+def leads_discover(*, campaign: Campaign, now: datetime, limit: int) -> PhaseResult:
+    """Run each active lead source of the campaign and insert what is new, `limit` in all."""
+    result = PhaseResult()
+    for source in campaign.lead_sources.filter(active=True):
+        label = f"source {source}"
+        read = SOURCES.get(source.kind)
+        source.last_error = ""
+        try:
+            if read is None:
+                raise ValueError(f"unknown kind {source.kind!r}")
+            report = leads_insert(
+                campaign=campaign, rows=read(source), now=now, source=source,
+                limit=max(limit - result.count, 0),
+            )
+        except SourceSkipped as exc:
+            result.notes.append(f"{label} skipped: {exc}")
+        except Exception as exc:
+            logger.exception("lead source %s of campaign %s failed", source.pk, campaign.pk)
+            source.last_error = str(exc)
+            result.errors.append(f"{label}: {exc}")
+        else:
+            result.count += report.imported
+            if report.rejected:
+                result.notes.append(_problems_note(label, report.rejected))
+        source.last_run_at = now
+        source.save(update_fields=["last_run_at", "last_error"])
+    return result
+
+
+def leads_enrich(*, campaign: Campaign, now: datetime, limit: int) -> PhaseResult:
+    """Enrich, verify and score up to `limit` NEW leads of the campaign, oldest first."""
+    result = PhaseResult()
+    leads = list(Lead.objects.filter(campaign=campaign, status=Status.NEW).order_by("created_at", "id")[:limit])
+    if not leads:
+        return result
+    found_by_enricher = []
+    for name, enrich in ENRICHERS.items():
+        try:
+            found_by_enricher.append(enrich(leads))
+        except EnricherSkipped as exc:
+            result.notes.append(f"{name} enrichment skipped: {exc}")
+        except Exception as exc:
+            logger.exception("enricher %s failed for campaign %s", name, campaign.pk)
+            result.errors.append(f"{name} enrichment: {exc}")
+    for lead in leads:
+        lead_apply_enrichment(
+            lead=lead,
+            found=[found[lead.pk] for found in found_by_enricher if lead.pk in found],
+            verification=email_verify(lead.email),
+            now=now,
+        )
+    with transaction.atomic():
+        Lead.objects.bulk_update(
+            leads,
+            ["company_size", "enrichment", "email_verification", "email_valid", "score", "status",
+             "enriched_at", "next_action_at", "stopped_reason", "updated_at"],
+            batch_size=200,
+        )
+    result.count = sum(1 for lead in leads if lead.status == Status.ENRICHED)
+    return result

@@ -1,0 +1,68 @@
+"""Lead sources: `kind` → a function that yields rows for a LeadSource.
+
+Each function takes the LeadSource and yields LeadRow (or RowProblem for a row it had to reject).
+It raises SourceSkipped when it cannot run for a reason the operator can fix (no API key), and
+any other exception for a real failure; the cycle reports both and goes on.
+"""
+
+import codecs
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from django.conf import settings
+
+from leads.models import LeadSource
+from leads.rows import LeadFileError, LeadRow, RowProblem, csv_rows
+
+_SNIFF_BYTES = 64 * 1024
+
+
+class SourceSkipped(Exception):
+    """The source is configured but cannot run now (e.g. its API key is not set)."""
+
+
+@contextmanager
+def open_lead_file(path: str | Path):
+    """Open a CSV of leads as text: UTF-8 (with or without BOM), else Windows-1252 (Excel)."""
+    path = Path(path)
+    if not path.is_file():
+        raise LeadFileError(f"{path}: no such file")
+    with path.open("rb") as raw:
+        sample = raw.read(_SNIFF_BYTES)
+    if b"\x00" in sample:
+        raise LeadFileError(f"{path}: a binary file, not CSV text")
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(sample, final=len(sample) < _SNIFF_BYTES)
+        encoding = "utf-8-sig"
+    except UnicodeDecodeError:
+        encoding = "cp1252"
+    with path.open(encoding=encoding, errors="replace", newline="") as stream:
+        yield stream
+
+
+def resolve_path(path: str) -> Path:
+    """A source's relative path is relative to the project directory."""
+    candidate = Path(path)
+    return candidate if candidate.is_absolute() else Path(settings.BASE_DIR) / candidate
+
+
+def csv_source_rows(source: LeadSource) -> Iterator[LeadRow | RowProblem]:
+    path = (source.settings or {}).get("path")
+    if not path:
+        raise LeadFileError('CSV source has no "path" in its settings')
+    with open_lead_file(resolve_path(path)) as stream:
+        yield from csv_rows(stream)
+
+
+def apollo_source_rows(source: LeadSource) -> Iterator[LeadRow | RowProblem]:
+    if not settings.APOLLO_API_KEY:
+        raise SourceSkipped("APOLLO_API_KEY is not set")
+    raise NotImplementedError("the Apollo.io client is not part of this version of CAM yet")
+
+
+SOURCES: dict[str, Callable[[LeadSource], Iterator[LeadRow | RowProblem]]] = {
+    LeadSource.Kind.CSV: csv_source_rows,
+    LeadSource.Kind.APOLLO: apollo_source_rows,
+}
+

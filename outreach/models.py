@@ -1,0 +1,79 @@
+from django.db import models
+from django.db.models import Q
+from django.db.models.functions import Lower
+from django.utils import timezone
+
+from campaigns.models import CHANNEL_EMAIL, Campaign
+from leads.models import Lead
+
+
+class OutreachAttempt(models.Model):
+    """One email of one step to one lead.
+
+    CLAIMED is written (and counted against the quota) before the mail server is called, then
+    becomes SENT or FAILED. A row left CLAIMED means the process died mid-send: nobody knows
+    whether the mail left, so it is shown to staff and never retried.
+    """
+
+    class Status(models.TextChoices):
+        CLAIMED = "claimed", "Claimed (send in progress or interrupted)"
+        SENT = "sent", "Sent"
+        FAILED = "failed", "Failed"
+        SKIPPED = "skipped", "Skipped"
+
+    # Attempts that count against the daily quota: everything that reached the mail server.
+    QUOTA_STATUSES = (Status.CLAIMED, Status.SENT, Status.FAILED)
+    # Attempts that make a second send of the same step impossible.
+    SENDING_STATUSES = (Status.CLAIMED, Status.SENT)
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="attempts")
+    lead = models.ForeignKey(Lead, on_delete=models.CASCADE, related_name="attempts")
+    channel = models.CharField(max_length=20, default=CHANNEL_EMAIL)
+    step = models.PositiveSmallIntegerField()
+    status = models.CharField(max_length=10, choices=Status.choices)
+    subject = models.CharField(max_length=300, blank=True)
+    error = models.TextField(blank=True)
+    message_id = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["lead", "channel", "step"],
+                condition=Q(status__in=["claimed", "sent"]),
+                name="attempt_one_send_per_lead_step",
+            ),
+        ]
+        indexes = [
+            # Today's quota count and the campaign's attempt history.
+            models.Index(fields=["campaign", "created_at"], name="attempt_campaign_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.lead} step {self.step} {self.status}"
+
+
+class Suppression(models.Model):
+    """A global do-not-contact address, honoured by every campaign."""
+
+    class Reason(models.TextChoices):
+        UNSUBSCRIBED = "unsubscribed", "Unsubscribed"
+        BOUNCED = "bounced", "Bounced"
+        COMPLAINED = "complained", "Complained (spam report)"
+        MANUAL = "manual", "Added by staff"
+
+    email = models.EmailField(max_length=254, unique=True, help_text="Stored trimmed and lower-case.")
+    reason = models.CharField(max_length=20, choices=Reason.choices, default=Reason.MANUAL)
+    note = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(email=Lower("email")), name="suppression_email_lower_case"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.email} ({self.reason})"
