@@ -1,3 +1,47 @@
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.utils import timezone
 
-# Register your models here.
+from campaigns.models import Campaign, MessageStep
+from campaigns.services import campaign_pause, campaign_resume
+from leads.models import LeadSource
+
+
+class MessageStepInline(admin.StackedInline):
+    model = MessageStep
+    extra = 0
+    fields = ("position", "delay_days", "subject_template", "body_template")
+
+
+class LeadSourceInline(admin.TabularInline):
+    model = LeadSource
+    extra = 0
+    fields = ("name", "kind", "settings", "active", "last_run_at", "last_error")
+    readonly_fields = ("last_run_at", "last_error")
+
+
+@admin.register(Campaign)
+class CampaignAdmin(admin.ModelAdmin):
+    list_display = ("name", "active", "target_niche", "target_clients", "max_emails_per_day", "created_at", "pause_reason")
+    list_filter = ("active", "service_key")
+    search_fields = ("name", "description", "target_niche", "service_key")
+    readonly_fields = ("paused_at", "pause_reason")
+    inlines = [MessageStepInline, LeadSourceInline]
+    actions = ["pause_campaigns", "resume_campaigns"]
+    fieldsets = (
+        (None, {"fields": ("name", "description", "active", "paused_at", "pause_reason")}),
+        ("Target", {"fields": ("target_niche", "service_key", "target_clients", "target_mrr")}),
+        ("Outreach", {"fields": ("channels_enabled", "max_emails_per_day", "max_attempts_per_lead",
+                                 "qualification_threshold", "sender_name", "sender_email")}),
+    )
+
+    @admin.action(description="Pause selected campaigns")
+    def pause_campaigns(self, request, queryset):
+        for campaign in queryset:
+            campaign_pause(campaign=campaign, reason=f"paused by {request.user}", now=timezone.now())
+        self.message_user(request, f"Paused {queryset.count()} campaign(s).", messages.SUCCESS)
+
+    @admin.action(description="Resume selected campaigns")
+    def resume_campaigns(self, request, queryset):
+        for campaign in queryset:
+            campaign_resume(campaign=campaign)
+        self.message_user(request, f"Resumed {queryset.count()} campaign(s).", messages.SUCCESS)

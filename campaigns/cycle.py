@@ -11,7 +11,7 @@ from datetime import datetime
 from django.conf import settings
 
 from campaigns.models import Campaign
-from campaigns.services import campaign_metrics, campaign_pause, campaign_pause_reason
+from campaigns.services import CampaignMetrics, campaign_metrics, campaign_pause, campaign_pause_reason
 from leads.services import leads_discover, leads_enrich
 from outreach.services import outreach_send_due
 
@@ -80,7 +80,16 @@ def cycle_run(
     result.leads_discovered = discovered.count if discovered else 0
     result.leads_enriched = enriched.count if enriched else 0
 
-    outreach = phase("outreach", lambda: outreach_send_due(campaign=campaign, now=now, dry_run=dry_run))
+    # Targets are checked before outreach too: a goal met already (e.g. leads qualified by
+    # staff) or a failing campaign means no more email.
+    # If the targets cannot even be computed, no email goes out either.
+    metrics = phase("targets", lambda: _check_targets(campaign, now, dry_run, result))
+    if metrics is None:
+        return result
+    outreach = phase("outreach", lambda: outreach_send_due(
+        campaign=campaign, now=now, dry_run=dry_run,
+        qualified_needed=campaign.target_clients - metrics.qualified_leads,
+    ))
     if outreach:
         result.outreach_sent = outreach.sent
         result.outreach_failed = outreach.failed
@@ -89,21 +98,24 @@ def cycle_run(
         result.notes += outreach.notes
         result.errors += outreach.errors
         result.previews = outreach.previews
-
-    phase("targets", lambda: _check_targets(campaign, now, dry_run, result))
+    if not dry_run:
+        phase("targets", lambda: _check_targets(campaign, now, dry_run, result))
     return result
 
 
-def _check_targets(campaign: Campaign, now: datetime, dry_run: bool, result: CycleResult) -> None:
-    reason = campaign_pause_reason(campaign=campaign, metrics=campaign_metrics(campaign=campaign), now=now)
+def _check_targets(campaign: Campaign, now: datetime, dry_run: bool, result: CycleResult) -> CampaignMetrics | None:
+    """The campaign's metrics while it should go on; None once it is (or would be) paused."""
+    metrics = campaign_metrics(campaign=campaign)
+    reason = campaign_pause_reason(campaign=campaign, metrics=metrics, now=now)
     if not reason:
-        return
+        return metrics
     if dry_run:
         result.notes.append(f"dry run: the campaign would be paused ({reason})")
-        return
-    campaign_pause(campaign=campaign, reason=reason, now=now)
-    result.campaign_paused = True
-    result.pause_reason = reason
+    else:
+        campaign_pause(campaign=campaign, reason=reason, now=now)
+        result.campaign_paused = True
+        result.pause_reason = reason
+    return None
 
 
 def cycle_run_all(*, now: datetime, dry_run: bool = True) -> list[CycleResult]:

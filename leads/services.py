@@ -88,6 +88,11 @@ def followup_delay(delay_days: int, score: float) -> timedelta:
     return timedelta(days=delay_days) * (1 - 0.5 * max(0.0, min(score, 1.0)))
 
 
+def lead_qualifies(*, lead: Lead, campaign: Campaign) -> bool:
+    """A contacted lead is QUALIFIED when tagged hot or scored above the campaign's threshold."""
+    return lead.hot or lead.score > campaign.qualification_threshold
+
+
 def lead_record_send(
     *, lead: Lead, campaign: Campaign, now: datetime, next_delay_days: int | None
 ) -> None:
@@ -100,10 +105,10 @@ def lead_record_send(
     lead.first_contacted_at = lead.first_contacted_at or now
     lead.last_contacted_at = now
     if lead.status in (Status.NEW, Status.ENRICHED, Status.CONTACTED):
-        qualified = lead.hot or lead.score > campaign.qualification_threshold
-        lead_transition(lead, Status.QUALIFIED if qualified else Status.CONTACTED)
-    if lead.status == Status.QUALIFIED:
-        _stop(lead, "qualified")
+        lead_transition(lead, Status.QUALIFIED if lead_qualifies(lead=lead, campaign=campaign) else Status.CONTACTED)
+    if lead.status in FINAL_STATUSES:
+        # Qualified now, or replied while the email was on its way: no follow-up.
+        _stop(lead, lead.stopped_reason or lead.status.lower())
     else:
         wait = next_delay_days if next_delay_days is not None else LAST_STEP_REPLY_WAIT_DAYS
         lead.next_action_at = now + followup_delay(wait, lead.score)

@@ -1,3 +1,37 @@
 from django.contrib import admin
+from django.utils import timezone
 
-# Register your models here.
+from outreach.models import OutreachAttempt, Suppression
+from outreach.services import suppression_add
+
+
+@admin.register(OutreachAttempt)
+class OutreachAttemptAdmin(admin.ModelAdmin):
+    """Read-only: attempts are the record of what was sent. CLAIMED rows are interrupted sends."""
+
+    list_display = ("created_at", "campaign", "lead", "step", "status", "subject", "error")
+    list_filter = ("status", "campaign", "channel")
+    list_select_related = ("campaign", "lead")
+    search_fields = ("lead__email", "subject", "message_id")
+    date_hierarchy = "created_at"
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Suppression)
+class SuppressionAdmin(admin.ModelAdmin):
+    list_display = ("email", "reason", "note", "created_at")
+    list_filter = ("reason",)
+    search_fields = ("email", "note")
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            super().save_model(request, obj, form, change)
+        else:
+            # Through the service, so the address's leads stop at once.
+            saved = suppression_add(email=obj.email, reason=obj.reason, note=obj.note, now=timezone.now())
+            obj.pk, obj.email = saved.pk, saved.email

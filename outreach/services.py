@@ -23,6 +23,7 @@ from leads.rows import email_normalise
 from leads.services import (
     DUE_STATUSES,
     lead_check_stop,
+    lead_qualifies,
     lead_record_send,
     lead_record_send_failure,
 )
@@ -209,8 +210,12 @@ def _record_stop(lead: Lead, campaign: Campaign, reason: str, now: datetime) -> 
         )
 
 
-def outreach_send_due(*, campaign: Campaign, now: datetime, dry_run: bool = True) -> OutreachResult:
+def outreach_send_due(
+    *, campaign: Campaign, now: datetime, dry_run: bool = True, qualified_needed: int | None = None
+) -> OutreachResult:
     """Email the campaign's due leads, highest score first, strictly within today's quota.
+
+    Outreach stops once `qualified_needed` more leads became QUALIFIED: the goal is met.
 
     Dry run renders and counts what would be sent, and changes nothing: no mail, no attempt,
     no quota, no lead. Leads that must get no more email are stopped (LOST after all attempts
@@ -264,10 +269,16 @@ def outreach_send_due(*, campaign: Campaign, now: datetime, dry_run: bool = True
             if dry_run:
                 result.sent += 1
                 remaining -= 1
+                qualified = lead_qualifies(lead=lead, campaign=campaign)
                 if len(result.previews) < PREVIEW_LIMIT:
                     result.previews.append(
                         {"lead_id": lead.pk, "email": lead.email, "step": step.position, "subject": message.subject}
                     )
+                if qualified_needed is not None and qualified:
+                    qualified_needed -= 1
+                    if qualified_needed <= 0:
+                        result.notes.append("the goal would be met by this cycle: no more outreach")
+                        break
                 continue
 
             from_email = sender_address(campaign)
@@ -309,11 +320,16 @@ def outreach_send_due(*, campaign: Campaign, now: datetime, dry_run: bool = True
                 attempt=attempt, lead=lead, campaign=campaign, error=error, now=now,
                 next_delay_days=_next_delay(steps, campaign, lead.attempt_count + (0 if error else 1)),
             )
+            webhook_post(_event(attempt, lead, campaign))
             if error:
                 result.failed += 1
-            else:
-                result.sent += 1
-            webhook_post(_event(attempt, lead, campaign))
+                continue
+            result.sent += 1
+            if qualified_needed is not None and lead.status == Lead.Status.QUALIFIED:
+                qualified_needed -= 1
+                if qualified_needed <= 0:
+                    result.notes.append("goal met during this cycle: no more outreach")
+                    break
     finally:
         if connection is not None:
             connection.close()

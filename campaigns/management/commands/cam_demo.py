@@ -35,10 +35,10 @@ class Command(BaseCommand):
         campaign, created = Campaign.objects.get_or_create(
             name=DEMO_NAME,
             defaults={
-                "description": "Find 10 B2B SaaS companies that need a new marketing site.",
+                "description": "Find 25 qualified B2B SaaS leads for a new marketing site.",
                 "target_niche": "B2B SaaS",
                 "service_key": "web_design",
-                "target_clients": 10,
+                "target_clients": 25,
                 "target_mrr": 5000,
                 "max_emails_per_day": 20,
                 "sender_name": "Alex from Demo Studio",

@@ -1,0 +1,32 @@
+# CAM: `make demo`, `make test`, `make serve` (README). Everything runs from .venv, made on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+MANAGE := $(PY) manage.py
+
+.PHONY: demo test serve migrate bench clean
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+migrate: $(VENV)/.installed
+	$(MANAGE) migrate --noinput -v 0
+
+demo: migrate
+	$(MANAGE) cam_demo
+
+test: $(VENV)/.installed-dev
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+serve: migrate
+	$(MANAGE) runserver 127.0.0.1:8000
+
+clean:
+	rm -rf var .pytest_cache

@@ -1,0 +1,103 @@
+"""Shared test fixtures: a real SMTP server (aiosmtpd), a local webhook receiver, a fixed clock."""
+
+import json
+import threading
+import time
+from datetime import datetime, timezone as dt_timezone
+from email import message_from_bytes, policy
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from aiosmtpd.controller import Controller
+
+
+class SMTPRecorder:
+    """aiosmtpd handler that keeps every accepted message and refuses chosen recipients."""
+
+    def __init__(self):
+        self.messages = []
+        self.refuse = set()
+        self.port = None
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address in self.refuse:
+            return "550 5.1.1 mailbox unavailable"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append(message_from_bytes(envelope.content, policy=policy.default))
+        return "250 Message accepted for delivery"
+
+    def recipients(self) -> list[str]:
+        return [m["To"] for m in self.messages]
+
+
+@pytest.fixture
+def smtp_server(settings):
+    """A real SMTP server on a free local port; Django's SMTP backend points at it."""
+    recorder = SMTPRecorder()
+    controller = Controller(recorder, hostname="127.0.0.1", port=0)
+    controller.start()
+    recorder.port = controller.server.sockets[0].getsockname()[1]
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST = "127.0.0.1"
+    settings.EMAIL_PORT = recorder.port
+    settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
+    settings.EMAIL_USE_TLS = False
+    yield recorder
+    controller.stop()
+
+
+class WebhookReceiver:
+    def __init__(self):
+        self.events = []
+        self.delay = 0.0
+        self.status = 200
+        self.url = ""
+
+
+@pytest.fixture
+def webhook(settings):
+    """A local HTTP endpoint standing in for Make.com; `delay` and `status` make it slow or broken."""
+    receiver = WebhookReceiver()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            time.sleep(receiver.delay)
+            receiver.events.append(json.loads(body))
+            try:
+                self.send_response(receiver.status)
+                self.end_headers()
+            except OSError:  # the client gave up waiting: that is the point of a slow webhook
+                pass
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    receiver.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    settings.MAKE_WEBHOOK_URL = receiver.url
+    yield receiver
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def now():
+    """A fixed 'now' in the middle of a UTC day (TIME_ZONE is UTC in tests)."""
+    return datetime(2026, 3, 10, 10, 0, tzinfo=dt_timezone.utc)
+
+
+@pytest.fixture(autouse=True)
+def _test_settings(settings, tmp_path):
+    settings.TIME_ZONE = "UTC"
+    settings.MAKE_WEBHOOK_URL = ""
+    settings.APOLLO_API_KEY = ""
+    settings.DROPCONTACT_API_KEY = ""
+    settings.CAM_VERIFY_EMAIL_DNS = False
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    settings.DEFAULT_FROM_EMAIL = "CAM Test <cam@agency.example>"
