@@ -1,6 +1,7 @@
 """Shared test fixtures: a real SMTP server (aiosmtpd), a local webhook receiver, a fixed clock."""
 
 import json
+import socket
 import threading
 import time
 from datetime import datetime, timezone as dt_timezone
@@ -9,6 +10,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from aiosmtpd.controller import Controller
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 class SMTPRecorder:
@@ -37,9 +44,9 @@ class SMTPRecorder:
 def smtp_server(settings):
     """A real SMTP server on a free local port; Django's SMTP backend points at it."""
     recorder = SMTPRecorder()
-    controller = Controller(recorder, hostname="127.0.0.1", port=0)
+    recorder.port = free_port()
+    controller = Controller(recorder, hostname="127.0.0.1", port=recorder.port)
     controller.start()
-    recorder.port = controller.server.sockets[0].getsockname()[1]
     settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
     settings.EMAIL_HOST = "127.0.0.1"
     settings.EMAIL_PORT = recorder.port

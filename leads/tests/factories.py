@@ -1,4 +1,5 @@
 import factory
+from django.utils import timezone
 
 from campaigns.tests.factories import CampaignFactory
 from leads.models import Lead, LeadSource
@@ -32,4 +33,5 @@ class LeadFactory(factory.django.DjangoModelFactory):
     email_valid = True
     score = 0.8
     enrichment = factory.LazyFunction(lambda: {"email_domain": "company.example"})
+    created_at = factory.LazyFunction(timezone.now)
     next_action_at = factory.LazyAttribute(lambda lead: lead.created_at)
