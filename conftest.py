@@ -7,6 +7,7 @@ import time
 from datetime import datetime, timezone as dt_timezone
 from email import message_from_bytes, policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -91,6 +92,18 @@ def webhook(settings):
     yield receiver
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def database_url() -> str:
+    """DATABASE_URL of the test database, for management commands run in child processes."""
+    from django.db import connection
+
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{Path(db['NAME']).resolve()}"
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
 @pytest.fixture

@@ -11,11 +11,10 @@ import sys
 import threading
 from collections import Counter
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.db import connection, connections
+from django.db import connections
 from django.utils import timezone
 
 from campaigns.cycle import cycle_run
@@ -40,14 +39,6 @@ def _campaign_with_due_leads(now):
     return campaign
 
 
-def _database_url() -> str:
-    db = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{Path(db['NAME']).resolve()}"
-    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
-    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
 def _assert_quota_and_uniqueness(smtp_server, campaign):
     recipients = smtp_server.recipients()
     assert len(recipients) == QUOTA, recipients
@@ -60,13 +51,11 @@ def _assert_quota_and_uniqueness(smtp_server, campaign):
     assert sorted(smtp_server.recipients()) == sorted(attempts.values_list("lead__email", flat=True))
 
 
-def test_concurrent_run_cam_cycle_processes_send_exactly_the_quota(smtp_server, now):
-    if connection.vendor == "sqlite" and connection.settings_dict["NAME"].startswith("file:memorydb"):
-        pytest.skip("an in-memory SQLite database cannot be shared with other processes")
+def test_concurrent_run_cam_cycle_processes_send_exactly_the_quota(smtp_server, database_url):
     campaign = _campaign_with_due_leads(timezone.now())
     env = {
         **os.environ,
-        "DATABASE_URL": _database_url(),
+        "DATABASE_URL": database_url,
         "EMAIL_HOST": "127.0.0.1",
         "EMAIL_PORT": str(smtp_server.port),
         "MAKE_WEBHOOK_URL": "",
