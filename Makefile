@@ -30,3 +30,6 @@ serve: migrate
 
 clean:
 	rm -rf var .pytest_cache
+
+bench: $(VENV)/.installed-dev
+	$(PY) bench/bench_cycle.py

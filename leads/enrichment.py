@@ -1,7 +1,8 @@
 """Enrichment, email verification and scoring of leads.
 
 ENRICHERS maps a name to a function that takes a batch of leads and returns, per lead id, the
-data it found: `{"data": {...}, "fields": {lead field: value to fill when blank}}`. An enricher
+data it found: `{"data": {...}, "fields": {lead field: better value}}`; the enricher
+decides whether a value replaces what the source gave. An enricher
 that cannot run raises EnricherSkipped, once for the batch; the pipeline reports it and goes on.
 """
 
@@ -42,7 +43,7 @@ class EnricherSkipped(Exception):
 
 def company_size_bucket(raw: str) -> str:
     """'42' or '1,200 employees' → the usual LinkedIn bucket; anything else is kept as given."""
-    digits = re.fullmatch(r"\s*([\d,. ]+)\s*(employees?)?\s*", raw or "", re.IGNORECASE)
+    digits = re.fullmatch(r"\s*(\d[\d,. ]*)\s*(employees?)?\s*", raw or "", re.IGNORECASE)
     if not digits:
         return (raw or "").strip()
     count = int(re.sub(r"\D", "", digits.group(1)) or 0)

@@ -97,7 +97,8 @@ def csv_rows(stream: TextIO) -> Iterator[LeadRow | RowProblem]:
 
     Raises LeadFileError before the first row if the file is not CSV text or has no email column.
     """
-    reader = csv.reader(stream)
+    # strict: an unterminated quote is reported as a bad row, not silently merged into one field.
+    reader = csv.reader(stream, strict=True)
     try:
         header = next(reader, None)
     except (csv.Error, UnicodeDecodeError) as exc:

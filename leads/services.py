@@ -32,6 +32,8 @@ LAST_STEP_REPLY_WAIT_DAYS = 7
 # Failed sends of one step before CAM stops trying that lead (a failure leaves the status as is).
 MAX_SEND_FAILURES = 3
 INSERT_BATCH = 500
+# Lead fields an enricher may set (see leads.enrichment).
+ENRICHABLE_FIELDS = ("first_name", "last_name", "company", "job_title", "company_size", "industry")
 
 _TRANSITIONS = {
     Status.NEW: {Status.ENRICHED, Status.CONTACTED, Status.QUALIFIED, Status.REPLIED, Status.LOST},
@@ -71,7 +73,7 @@ def lead_apply_enrichment(*, lead: Lead, found: Iterable[dict], verification: di
     for item in found:
         lead.enrichment.update(item.get("data", {}))
         for name, value in item.get("fields", {}).items():
-            if value:
+            if value and name in ENRICHABLE_FIELDS:
                 setattr(lead, name, value)
     lead.email_verification = verification
     lead.email_valid = verification["valid"]
@@ -318,7 +320,7 @@ def leads_enrich(*, campaign: Campaign, now: datetime, limit: int) -> PhaseResul
     with transaction.atomic():
         Lead.objects.bulk_update(
             leads,
-            ["company_size", "enrichment", "email_verification", "email_valid", "score", "status",
+            [*ENRICHABLE_FIELDS, "enrichment", "email_verification", "email_valid", "score", "status",
              "enriched_at", "next_action_at", "stopped_reason", "updated_at"],
             batch_size=200,
         )

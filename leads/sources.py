@@ -15,28 +15,39 @@ from django.conf import settings
 from leads.models import LeadSource
 from leads.rows import LeadFileError, LeadRow, RowProblem, csv_rows
 
-_SNIFF_BYTES = 64 * 1024
+_CHUNK_BYTES = 1024 * 1024
 
 
 class SourceSkipped(Exception):
     """The source is configured but cannot run now (e.g. its API key is not set)."""
 
 
+def _is_utf8(path: Path) -> bool:
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    with path.open("rb") as raw:
+        try:
+            while chunk := raw.read(_CHUNK_BYTES):
+                decoder.decode(chunk)
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            return False
+    return True
+
+
 @contextmanager
 def open_lead_file(path: str | Path):
-    """Open a CSV of leads as text: UTF-8 (with or without BOM), else Windows-1252 (Excel)."""
+    """Open a CSV of leads as text: UTF-8 (with or without BOM), else Windows-1252 (Excel).
+
+    The whole file is checked before the encoding is chosen: an export's first accented name
+    can sit anywhere, and a wrong guess would put "M\ufffdller" into emails.
+    """
     path = Path(path)
     if not path.is_file():
         raise LeadFileError(f"{path}: no such file")
     with path.open("rb") as raw:
-        sample = raw.read(_SNIFF_BYTES)
-    if b"\x00" in sample:
-        raise LeadFileError(f"{path}: a binary file, not CSV text")
-    try:
-        codecs.getincrementaldecoder("utf-8")().decode(sample, final=len(sample) < _SNIFF_BYTES)
-        encoding = "utf-8-sig"
-    except UnicodeDecodeError:
-        encoding = "cp1252"
+        if b"\x00" in raw.read(_CHUNK_BYTES):
+            raise LeadFileError(f"{path}: a binary file, not CSV text")
+    encoding = "utf-8-sig" if _is_utf8(path) else "cp1252"
     with path.open(encoding=encoding, errors="replace", newline="") as stream:
         yield stream
 

@@ -12,7 +12,7 @@ from functools import lru_cache
 
 from django.conf import settings
 from django.template import Context, Engine, Template, TemplateSyntaxError
-from django.template.base import VariableNode
+from django.template.base import TextNode, VariableNode
 
 from campaigns.models import Campaign, MessageStep
 from leads.models import Lead
@@ -104,20 +104,53 @@ def _compile(text: str) -> Template:
     return _ENGINE.from_string(text)
 
 
+class _RecordingContext(Context):
+    """A context that notes every name a template looks up and does not have."""
+
+    def __init__(self, values):
+        super().__init__(values, autoescape=False)
+        self.missing = []
+
+    def __getitem__(self, key):
+        try:
+            return super().__getitem__(key)
+        except KeyError:
+            self.missing.append(key)
+            raise
+
+
+def _unknown(name: str) -> TemplateSyntaxError:
+    return TemplateSyntaxError(f"unknown variable {{{{ {name} }}}}; use one of: {', '.join(TEMPLATE_VARIABLES)}")
+
+
 def check_template(text: str) -> None:
-    """Raise TemplateSyntaxError for a template that would not render as the operator meant."""
+    """Raise TemplateSyntaxError for a template that would not render as the operator meant:
+    bad syntax, an unknown variable anywhere (placeholders, filter arguments, tags), a
+    placeholder left unclosed or written with single braces (both would be mailed verbatim)."""
     template = _compile(text)
     for node in template.nodelist.get_nodes_by_type(VariableNode):
-        var = node.filter_expression.var
-        lookups = getattr(var, "lookups", None)
-        if lookups and lookups[0] not in TEMPLATE_VARIABLES:
-            raise TemplateSyntaxError(
-                f"unknown variable {{{{ {lookups[0]} }}}}; use one of: {', '.join(TEMPLATE_VARIABLES)}"
-            )
+        expression = node.filter_expression
+        variables = [expression.var] + [arg for _, args in expression.filters for lookup, arg in args if lookup]
+        for var in variables:
+            lookups = getattr(var, "lookups", None)
+            if lookups and lookups[0] not in TEMPLATE_VARIABLES:
+                raise _unknown(lookups[0])
+    for node in template.nodelist.get_nodes_by_type(TextNode):
+        for marker in ("{{", "{%", "}}", "%}"):
+            if marker in node.s:
+                raise TemplateSyntaxError(f"unbalanced {marker!r} near {node.s.strip()[:40]!r}")
     single = _SINGLE_BRACE.search(text)
     if single:
         name = single.group(1)
         raise TemplateSyntaxError(f"write {{{{ {name} }}}} with double braces, not {single.group(0)}")
+    # Tags ({% if nickname %}) name variables too: a trial render records what it looked up in vain.
+    context = _RecordingContext({name: "x" for name in TEMPLATE_VARIABLES})
+    try:
+        template.render(context)
+    except Exception as exc:  # e.g. {% include %}: whatever fails here fails for every lead
+        raise TemplateSyntaxError(f"cannot be rendered: {exc}") from exc
+    if context.missing:
+        raise _unknown(context.missing[0])
 
 
 def _human(value: str) -> str:

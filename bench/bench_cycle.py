@@ -1,0 +1,132 @@
+"""Benchmarks of the engine on a throw-away SQLite (or DATABASE_URL) database.
+
+    make bench                       # or: .venv/bin/python bench/bench_cycle.py --rows 20000 --repeat 5
+
+Measures, as medians over --repeat runs:
+  * import_leads of a generated CSV (rows/s, and peak Python memory of the import);
+  * the first dry-run cycle of a campaign whose CSV source holds --cycle-rows leads
+    (discovery + enrichment of up to CAM_MAX_NEW_LEADS/CAM_MAX_ENRICHED, outreach preview);
+  * a live cycle sending 20 mails to a local aiosmtpd server.
+"""
+
+import argparse
+import csv
+import os
+import statistics
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+WORK = Path(tempfile.mkdtemp(prefix="cam-bench-"))
+os.environ.setdefault("CAM_VAR_DIR", str(WORK))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cam_project.settings")
+os.environ["CAM_LOG_LEVEL"] = "ERROR"
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.core.management import call_command  # noqa: E402
+from django.db import connection  # noqa: E402
+from django.test.utils import override_settings  # noqa: E402
+from django.utils import timezone  # noqa: E402
+
+from campaigns.cycle import cycle_run  # noqa: E402
+from campaigns.models import Campaign  # noqa: E402
+from leads.models import LeadSource  # noqa: E402
+from leads.services import leads_import_csv  # noqa: E402
+
+
+def write_csv(path: Path, rows: int) -> Path:
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["email", "first_name", "last_name", "company", "job_title", "company_size", "industry", "website"])
+        for i in range(rows):
+            bad = i % 100 == 99  # 1% malformed, as real exports have
+            writer.writerow([f"person{i}@" if bad else f"person{i}@company{i % 5000}.example", f"First{i}", f"Last{i}",
+                             f"Company {i % 5000}", "Head of Growth" if i % 3 else "", "11-50", "SaaS", ""])
+    return path
+
+
+def timed(fn):
+    started = time.perf_counter()
+    value = fn()
+    return time.perf_counter() - started, value
+
+
+def bench_import(rows: int, repeat: int) -> None:
+    path = write_csv(WORK / f"import-{rows}.csv", rows)
+    times = []
+    for run in range(repeat):
+        campaign = Campaign.objects.create(name=f"bench import {run}")
+        seconds, report = timed(lambda: leads_import_csv(campaign=campaign, path=path, now=timezone.now()))
+        times.append(seconds)
+    # Memory in a separate run: tracemalloc slows Python down several times.
+    campaign = Campaign.objects.create(name="bench import memory")
+    tracemalloc.start()
+    leads_import_csv(campaign=campaign, path=path, now=timezone.now())
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    median = statistics.median(times)
+    print(f"import_leads {rows:,} rows: median {median:.2f} s ({rows / median:,.0f} rows/s), "
+          f"imported {report.imported:,}, rejected {len(report.rejected):,}, "
+          f"peak traced memory {peak / 2**20:.1f} MiB  (runs: {', '.join(f'{t:.2f}' for t in times)})")
+
+
+def bench_dry_cycle(rows: int, repeat: int) -> None:
+    path = write_csv(WORK / f"cycle-{rows}.csv", rows)
+    times = []
+    for run in range(repeat):
+        campaign = Campaign.objects.create(name=f"bench cycle {run}", target_clients=1000)
+        LeadSource.objects.create(campaign=campaign, kind="csv", settings={"path": str(path)})
+        seconds, result = timed(lambda: cycle_run(campaign=campaign, now=timezone.now(), dry_run=True))
+        times.append(seconds)
+    print(f"first dry-run cycle, CSV source of {rows:,} rows: median {statistics.median(times):.2f} s "
+          f"(discovered {result.leads_discovered}, enriched {result.leads_enriched}, would send {result.outreach_sent})"
+          f"  (runs: {', '.join(f'{t:.2f}' for t in times)})")
+
+
+def bench_live_cycle(repeat: int) -> None:
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.handlers import Sink
+
+    controller = Controller(Sink(), hostname="127.0.0.1", port=8026)
+    controller.start()
+    path = write_csv(WORK / "live.csv", 100)
+    times = []
+    try:
+        with override_settings(EMAIL_BACKEND="django.core.mail.backends.smtp.EmailBackend",
+                               EMAIL_HOST="127.0.0.1", EMAIL_PORT=8026, EMAIL_USE_TLS=False):
+            for run in range(repeat):
+                campaign = Campaign.objects.create(name=f"bench live {run}", target_clients=1000)
+                LeadSource.objects.create(campaign=campaign, kind="csv", settings={"path": str(path)})
+                cycle_run(campaign=campaign, now=timezone.now(), dry_run=True)  # discover + enrich first
+                seconds, result = timed(lambda: cycle_run(campaign=campaign, now=timezone.now(), dry_run=False))
+                assert result.outreach_sent == 20, result
+                times.append(seconds)
+    finally:
+        controller.stop()
+    median = statistics.median(times)
+    print(f"live cycle sending 20 mails over SMTP: median {median:.3f} s ({median / 20 * 1000:.1f} ms per mail)"
+          f"  (runs: {', '.join(f'{t:.3f}' for t in times)})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=20000)
+    parser.add_argument("--cycle-rows", type=int, default=5000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    call_command("migrate", verbosity=0)
+    print(f"database: {connection.vendor}; Python {sys.version.split()[0]}; {os.cpu_count()} cores")
+    bench_import(args.rows, args.repeat)
+    bench_dry_cycle(args.cycle_rows, args.repeat)
+    bench_live_cycle(args.repeat)
+
+
+if __name__ == "__main__":
+    main()
