@@ -263,7 +263,8 @@ class PhaseResult:
 def _problems_note(label: str, problems: list[RowProblem], shown: int = 3) -> str:
     listed = "; ".join(f"line {p.line}: {p.reason}" for p in problems[:shown])
     more = f"; and {len(problems) - shown} more" if len(problems) > shown else ""
-    return f"{label}: {len(problems)} rows rejected ({listed}{more})"
+    rows = "row" if len(problems) == 1 else "rows"
+    return f"{label}: {len(problems)} {rows} rejected ({listed}{more})"
 
 
 def leads_discover(*, campaign: Campaign, now: datetime, limit: int) -> PhaseResult:

@@ -320,7 +320,7 @@ def test_discovery_reports_a_csv_sources_rejected_rows(tmp_path, now):
 
     assert result.count == 1
     (note,) = result.notes
-    assert "1 rows rejected" in note and "line 3: invalid email" in note
+    assert "1 row rejected" in note and "line 3: invalid email" in note
 
 
 @pytest.mark.django_db
