@@ -1,4 +1,4 @@
-"""Benchmarks of the engine on a throw-away SQLite (or DATABASE_URL) database.
+"""Benchmarks of the engine on a throw-away SQLite database.
 
     make bench                       # or: .venv/bin/python bench/bench_cycle.py --rows 20000 --repeat 5
 
@@ -6,6 +6,7 @@ Measures, as medians over --repeat runs:
   * import_leads of a generated CSV (rows/s, and peak Python memory of the import);
   * the first dry-run cycle of a campaign whose CSV source holds --cycle-rows leads
     (discovery + enrichment of up to CAM_MAX_NEW_LEADS/CAM_MAX_ENRICHED, outreach preview);
+  * a steady-state dry-run cycle of a campaign whose source has nothing new;
   * a live cycle sending 20 mails to a local aiosmtpd server.
 """
 
@@ -22,7 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 WORK = Path(tempfile.mkdtemp(prefix="cam-bench-"))
-os.environ.setdefault("CAM_VAR_DIR", str(WORK))
+os.environ["CAM_VAR_DIR"] = str(WORK)
+os.environ["DATABASE_URL"] = ""  # always a throw-away SQLite file: never write into a real database
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cam_project.settings")
 os.environ["CAM_LOG_LEVEL"] = "ERROR"
 
@@ -90,6 +92,22 @@ def bench_dry_cycle(rows: int, repeat: int) -> None:
           f"  (runs: {', '.join(f'{t:.2f}' for t in times)})")
 
 
+def bench_steady_cycle(rows: int, repeat: int) -> None:
+    """A campaign whose source has nothing new: the cycle re-reads and dedupes the whole file."""
+    path = write_csv(WORK / f"steady-{rows}.csv", rows)
+    campaign = Campaign.objects.create(name="bench steady", target_clients=100000)
+    LeadSource.objects.create(campaign=campaign, kind="csv", settings={"path": str(path)})
+    leads_import_csv(campaign=campaign, path=path, now=timezone.now())
+    cycle_run(campaign=campaign, now=timezone.now(), max_enriched=rows)
+    times = []
+    for _ in range(repeat):
+        seconds, result = timed(lambda: cycle_run(campaign=campaign, now=timezone.now(), dry_run=True))
+        assert result.leads_discovered == 0, result
+        times.append(seconds)
+    print(f"steady dry-run cycle, {rows:,} known leads, nothing new: median {statistics.median(times):.2f} s "
+          f"(would send {result.outreach_sent})  (runs: {', '.join(f'{t:.2f}' for t in times)})")
+
+
 def bench_live_cycle(repeat: int) -> None:
     from aiosmtpd.controller import Controller
     from aiosmtpd.handlers import Sink
@@ -125,6 +143,7 @@ def main() -> None:
     print(f"database: {connection.vendor}; Python {sys.version.split()[0]}; {os.cpu_count()} cores")
     bench_import(args.rows, args.repeat)
     bench_dry_cycle(args.cycle_rows, args.repeat)
+    bench_steady_cycle(args.cycle_rows, args.repeat)
     bench_live_cycle(args.repeat)
 
 
