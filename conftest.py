@@ -20,21 +20,29 @@ def free_port() -> int:
 
 
 class SMTPRecorder:
-    """aiosmtpd handler that keeps every accepted message and refuses chosen recipients."""
+    """aiosmtpd handler that keeps every accepted message.
+
+    `refuse` maps a recipient to the reply refusing it ("550 …" permanent, "450 …" temporary);
+    `disconnect_after_data` takes the message and drops the connection before answering, the
+    one case where the sender cannot know whether the mail was delivered.
+    """
 
     def __init__(self):
         self.messages = []
-        self.refuse = set()
+        self.refuse = {}
+        self.disconnect_after_data = False
         self.port = None
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if address in self.refuse:
-            return "550 5.1.1 mailbox unavailable"
+            return self.refuse[address]
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
         self.messages.append(message_from_bytes(envelope.content, policy=policy.default))
+        if self.disconnect_after_data:
+            server.transport.close()
         return "250 Message accepted for delivery"
 
     def recipients(self) -> list[str]:

@@ -1,6 +1,7 @@
 """CAM settings: everything an operator changes comes from the environment (README, "Configuration")."""
 
 import os
+import secrets
 from pathlib import Path
 
 import dj_database_url
@@ -34,8 +35,23 @@ def envint(name: str, default: int) -> int:
 
 
 DEBUG = envbool("DEBUG", False)
-# The fallback is for the demo and tests only; a deployment sets SECRET_KEY (README).
-SECRET_KEY = env("SECRET_KEY", "cam-insecure-development-key-set-SECRET_KEY-in-production")
+
+
+def _local_secret_key() -> str:
+    """Without SECRET_KEY, a random key made once for this installation and kept in var/."""
+    path = VAR_DIR / "secret_key"
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    key = secrets.token_urlsafe(50)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key)
+    return key
+
+
+SECRET_KEY = env("SECRET_KEY") or _local_secret_key()
 ALLOWED_HOSTS = [h.strip() for h in env("ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h.strip()]
 
 INSTALLED_APPS = [
@@ -80,6 +96,7 @@ TEMPLATES = [
 WSGI_APPLICATION = "cam_project.wsgi.application"
 
 # Database: DATABASE_URL (PostgreSQL through psycopg 3), or the embedded SQLite file under var/.
+CAM_EMBEDDED_DB = not env("DATABASE_URL")
 DATABASES = {
     "default": dj_database_url.parse(
         env("DATABASE_URL", f"sqlite:///{VAR_DIR / 'cam.sqlite3'}"), conn_max_age=60

@@ -24,11 +24,12 @@ class CampaignAdmin(admin.ModelAdmin):
     list_display = ("name", "active", "target_niche", "target_clients", "max_emails_per_day", "created_at", "pause_reason")
     list_filter = ("active", "service_key")
     search_fields = ("name", "description", "target_niche", "service_key")
-    readonly_fields = ("paused_at", "pause_reason")
+    # Pausing and resuming go through the actions (services), which keep the reason straight.
+    readonly_fields = ("active", "paused_at", "pause_reason", "resumed_at")
     inlines = [MessageStepInline, LeadSourceInline]
     actions = ["pause_campaigns", "resume_campaigns"]
     fieldsets = (
-        (None, {"fields": ("name", "description", "active", "paused_at", "pause_reason")}),
+        (None, {"fields": ("name", "description", "active", "paused_at", "pause_reason", "resumed_at")}),
         ("Target", {"fields": ("target_niche", "service_key", "target_clients", "target_mrr")}),
         ("Outreach", {"fields": ("channels_enabled", "max_emails_per_day", "max_attempts_per_lead",
                                  "qualification_threshold", "sender_name", "sender_email")}),
@@ -43,5 +44,5 @@ class CampaignAdmin(admin.ModelAdmin):
     @admin.action(description="Resume selected campaigns")
     def resume_campaigns(self, request, queryset):
         for campaign in queryset:
-            campaign_resume(campaign=campaign)
+            campaign_resume(campaign=campaign, now=timezone.now())
         self.message_user(request, f"Resumed {queryset.count()} campaign(s).", messages.SUCCESS)

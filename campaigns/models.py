@@ -42,6 +42,9 @@ class Campaign(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     paused_at = models.DateTimeField(null=True, blank=True)
     pause_reason = models.CharField(max_length=300, blank=True)
+    resumed_at = models.DateTimeField(
+        null=True, blank=True, help_text="Last resumed by staff: the failing-campaign rules wait a while after it."
+    )
 
     sender_name = models.CharField(max_length=100, blank=True)
     sender_email = models.EmailField(

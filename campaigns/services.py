@@ -14,6 +14,9 @@ Status = Lead.Status
 LOST_RATE_MIN_CONTACTED = 10
 LOST_RATE_LIMIT = 0.5
 NO_RESULT_AGE = timedelta(days=90)
+# After staff resume a campaign, the failing rules (lost rate, age) wait this long before they
+# may pause it again; a met goal pauses it at once (raise the target to go on).
+RESUME_GRACE = timedelta(days=7)
 
 
 @transaction.atomic
@@ -27,11 +30,13 @@ def campaign_pause(*, campaign: Campaign, reason: str, now: datetime) -> Campaig
 
 
 @transaction.atomic
-def campaign_resume(*, campaign: Campaign) -> Campaign:
+def campaign_resume(*, campaign: Campaign, now: datetime) -> Campaign:
+    """Staff resuming a campaign overrule the failing-campaign rules for RESUME_GRACE."""
     campaign.active = True
     campaign.paused_at = None
     campaign.pause_reason = ""
-    campaign.save(update_fields=["active", "paused_at", "pause_reason"])
+    campaign.resumed_at = now
+    campaign.save(update_fields=["active", "paused_at", "pause_reason", "resumed_at"])
     return campaign
 
 
@@ -80,10 +85,13 @@ def campaign_pause_reason(*, campaign: Campaign, metrics: CampaignMetrics, now: 
     """Why the campaign should pause itself, or None.
 
     The goal is met (qualified ≥ target_clients); or more than half of the contacted leads are
-    lost, once at least 10 were contacted; or it is 90+ days old with no qualified lead.
+    lost, once at least 10 were contacted; or it is 90+ days old with no qualified lead. The
+    last two wait RESUME_GRACE after staff resumed the campaign.
     """
     if metrics.qualified_leads >= campaign.target_clients:
         return f"goal met: {metrics.qualified_leads} qualified of {campaign.target_clients} wanted"
+    if campaign.resumed_at and now - campaign.resumed_at < RESUME_GRACE:
+        return None
     contacted = metrics.ever_contacted
     if contacted >= LOST_RATE_MIN_CONTACTED and metrics.lost_leads > LOST_RATE_LIMIT * contacted:
         return f"failing: {metrics.lost_leads} of {contacted} contacted leads lost (over {LOST_RATE_LIMIT:.0%})"

@@ -1,6 +1,9 @@
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.utils import timezone
 
-from leads.models import Lead, LeadSource
+from leads.models import TAG_DO_NOT_CONTACT, Lead, LeadSource
+from leads.rows import email_normalise
+from leads.services import lead_tag_add
 
 
 @admin.register(LeadSource)
@@ -22,3 +25,22 @@ class LeadAdmin(admin.ModelAdmin):
                        "enriched_at", "created_at", "updated_at", "source_data", "enrichment",
                        "email_verification", "email_valid", "stopped_reason")
     raw_id_fields = ("campaign", "source")
+    actions = ["mark_do_not_contact"]
+    # Status, tags and scheduling change through the state machine (services), not by hand.
+    STATE_FIELDS = ("status", "tags", "next_action_at")
+
+    def get_readonly_fields(self, request, obj=None):
+        return (*self.readonly_fields, *self.STATE_FIELDS, *(("email", "campaign") if obj else ()))
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            # A lead added by hand is like an imported one: NEW and due at once.
+            obj.email = email_normalise(obj.email)
+            obj.next_action_at = obj.created_at = timezone.now()
+        super().save_model(request, obj, form, change)
+
+    @admin.action(description="Mark selected leads do-not-contact")
+    def mark_do_not_contact(self, request, queryset):
+        for lead in queryset:
+            lead_tag_add(lead=lead, tag=TAG_DO_NOT_CONTACT)
+        self.message_user(request, f"{queryset.count()} lead(s) will get no more email.", messages.SUCCESS)

@@ -5,9 +5,11 @@ accepted or rejected for the same reason everywhere.
 """
 
 import csv
+import itertools
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from email.utils import parseaddr
 from typing import TextIO
 
 from email_validator import EmailNotValidError, validate_email
@@ -25,6 +27,7 @@ FIELD_ALIASES: dict[str, tuple[str, ...]] = {
     "industry": ("industry", "sector", "vertical"),
 }
 LEAD_FIELDS = tuple(FIELD_ALIASES)
+DELIMITERS = (",", ";", "\t", "|")
 
 
 def _header_key(name: str) -> str:
@@ -60,8 +63,12 @@ class RowProblem:
 
 
 def email_normalise(raw: str) -> str:
-    """Addresses are compared trimmed and lower-case: that is how they are stored and deduped."""
-    return (raw or "").strip().lower()
+    """Addresses are compared trimmed and lower-case: that is how they are stored and deduped.
+    'Jane Doe <Jane@Acme.io>', as mail clients export it, gives 'jane@acme.io'."""
+    raw = (raw or "").strip()
+    if "<" in raw:
+        raw = parseaddr(raw)[1] or raw
+    return raw.strip().lower()
 
 
 def email_syntax_error(email: str) -> str | None:
@@ -97,8 +104,11 @@ def csv_rows(stream: TextIO) -> Iterator[LeadRow | RowProblem]:
 
     Raises LeadFileError before the first row if the file is not CSV text or has no email column.
     """
+    first = stream.readline()
+    # Excel writes ';' where the decimal separator is ',' (most of Europe); some tools use tabs.
+    delimiter = max(DELIMITERS, key=first.count) if any(d in first for d in DELIMITERS) else ","
     # strict: an unterminated quote is reported as a bad row, not silently merged into one field.
-    reader = csv.reader(stream, strict=True)
+    reader = csv.reader(itertools.chain([first], stream), delimiter=delimiter, strict=True)
     try:
         header = next(reader, None)
     except (csv.Error, UnicodeDecodeError) as exc:
@@ -124,6 +134,8 @@ def csv_rows(stream: TextIO) -> Iterator[LeadRow | RowProblem]:
         start, line = line, reader.line_num + 1
         if not any(cell.strip() for cell in cells):
             continue
+        if len(cells) > len(header) and not any(cell.strip() for cell in cells[len(header):]):
+            cells = cells[: len(header)]  # trailing empty cells, as spreadsheets often save
         if len(cells) != len(header):
             yield RowProblem(start, "", f"has {len(cells)} fields, the header has {len(header)}")
             continue

@@ -128,6 +128,13 @@ def lead_record_send_failure(*, lead: Lead, now: datetime, failures: int, error:
     lead.save(update_fields=["next_action_at", "stopped_reason", "updated_at"])
 
 
+def lead_stop(*, lead: Lead, reason: str, now: datetime) -> None:
+    """No more outreach for this lead until staff look at it; its status is left as it is."""
+    _stop(lead, reason)
+    lead.updated_at = now
+    lead.save(update_fields=["next_action_at", "stopped_reason", "updated_at"])
+
+
 def lead_check_stop(*, lead: Lead, campaign: Campaign, now: datetime, suppressed: bool, steps: int) -> str | None:
     """Why a due lead must get no more email, or None. Applies the stop to `lead` (unsaved).
 

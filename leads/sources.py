@@ -45,9 +45,13 @@ def open_lead_file(path: str | Path):
     if not path.is_file():
         raise LeadFileError(f"{path}: no such file")
     with path.open("rb") as raw:
-        if b"\x00" in raw.read(_CHUNK_BYTES):
-            raise LeadFileError(f"{path}: a binary file, not CSV text")
-    encoding = "utf-8-sig" if _is_utf8(path) else "cp1252"
+        head = raw.read(_CHUNK_BYTES)
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        encoding = "utf-16"  # Excel's "Unicode text" export
+    elif b"\x00" in head:
+        raise LeadFileError(f"{path}: a binary file, not CSV text")
+    else:
+        encoding = "utf-8-sig" if _is_utf8(path) else "cp1252"
     with path.open(encoding=encoding, errors="replace", newline="") as stream:
         yield stream
 

@@ -11,20 +11,22 @@ class OutreachAttempt(models.Model):
     """One email of one step to one lead.
 
     CLAIMED is written (and counted against the quota) before the mail server is called, then
-    becomes SENT or FAILED. A row left CLAIMED means the process died mid-send: nobody knows
-    whether the mail left, so it is shown to staff and never retried.
+    becomes SENT, FAILED (the server answered no: nothing was sent) or UNKNOWN (the connection
+    broke mid-send: the mail may have left). A row left CLAIMED means the process died mid-send.
+    CLAIMED and UNKNOWN rows are shown to staff and never retried.
     """
 
     class Status(models.TextChoices):
         CLAIMED = "claimed", "Claimed (send in progress or interrupted)"
         SENT = "sent", "Sent"
-        FAILED = "failed", "Failed"
+        FAILED = "failed", "Failed (refused by the mail server)"
+        UNKNOWN = "unknown", "Unknown (connection lost mid-send)"
         SKIPPED = "skipped", "Skipped"
 
     # Attempts that count against the daily quota: everything that reached the mail server.
-    QUOTA_STATUSES = (Status.CLAIMED, Status.SENT, Status.FAILED)
+    QUOTA_STATUSES = (Status.CLAIMED, Status.SENT, Status.FAILED, Status.UNKNOWN)
     # Attempts that make a second send of the same step impossible.
-    SENDING_STATUSES = (Status.CLAIMED, Status.SENT)
+    SENDING_STATUSES = (Status.CLAIMED, Status.SENT, Status.UNKNOWN)
 
     campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="attempts")
     lead = models.ForeignKey(Lead, on_delete=models.CASCADE, related_name="attempts")
@@ -42,7 +44,7 @@ class OutreachAttempt(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["lead", "channel", "step"],
-                condition=Q(status__in=["claimed", "sent"]),
+                condition=Q(status__in=["claimed", "sent", "unknown"]),
                 name="attempt_one_send_per_lead_step",
             ),
         ]

@@ -3,7 +3,7 @@ from datetime import timedelta
 import pytest
 
 from campaigns.cycle import cycle_run
-from campaigns.services import campaign_metrics, campaign_pause_reason
+from campaigns.services import RESUME_GRACE, campaign_metrics, campaign_pause, campaign_pause_reason, campaign_resume
 from campaigns.tests.factories import CampaignFactory
 from leads.models import Lead
 from leads.tests.factories import LeadFactory
@@ -116,3 +116,21 @@ def test_a_paused_campaign_is_left_alone(smtp_server, now):
     result = cycle_run(campaign=campaign, now=now, dry_run=False)
     assert (result.campaign_paused, result.pause_reason, result.outreach_sent) == (True, "holiday", 0)
     assert smtp_server.messages == []
+
+
+def test_staff_resuming_a_failing_campaign_overrule_the_failing_rules_for_a_while(now):
+    campaign = CampaignFactory(created_at=now - timedelta(days=120))
+    campaign_pause(campaign=campaign, reason="failing: 120 days old with no qualified lead", now=now)
+    campaign_resume(campaign=campaign, now=now)
+    assert (campaign.active, campaign.pause_reason, campaign.paused_at) == (True, "", None)
+
+    metrics = campaign_metrics(campaign=campaign)
+    assert campaign_pause_reason(campaign=campaign, metrics=metrics, now=now + RESUME_GRACE - timedelta(seconds=1)) is None
+    assert campaign_pause_reason(campaign=campaign, metrics=metrics, now=now + RESUME_GRACE).startswith("failing")
+
+
+def test_a_met_goal_pauses_even_right_after_a_resume(now):
+    campaign = CampaignFactory(target_clients=1, created_at=now)
+    leads(campaign, Status.QUALIFIED, 1)
+    campaign_resume(campaign=campaign, now=now)
+    assert campaign_pause_reason(campaign=campaign, metrics=campaign_metrics(campaign=campaign), now=now).startswith("goal met")

@@ -418,3 +418,21 @@ def test_a_file_larger_than_one_insert_batch_imports_every_row(tmp_path):
     ]
     assert Lead.objects.filter(campaign=campaign).exclude(email="old@acme.example").count() == 1200
     assert Lead.objects.get(campaign=campaign, email="lead1200@acme.example").first_name == "Lead 1200"
+
+
+@pytest.mark.django_db
+def test_exports_as_spreadsheets_and_mail_clients_write_them_are_read(tmp_path):
+    campaign = CampaignFactory()
+    semicolons = write_csv(tmp_path, "E-mail;First name;Company\nann@acme.example;Ann;Acme, Inc.\n", name="eu.csv")
+    trailing = write_csv(tmp_path, "email,first_name\nbob@acme.example,Bob,,\n", name="trailing.csv")
+    named = write_csv(tmp_path, 'email,first_name\n"Cid Lee <Cid@Acme.example>",Cid\n', name="named.csv")
+    utf16 = tmp_path / "unicode.csv"
+    utf16.write_text("email\tlast_name\ndee@acme.example\tMüller\n", encoding="utf-16")
+
+    for path in (semicolons, trailing, named, utf16):
+        run_import(campaign, path)
+
+    leads = {lead.email: lead for lead in campaign.leads.all()}
+    assert set(leads) == {"ann@acme.example", "bob@acme.example", "cid@acme.example", "dee@acme.example"}
+    assert leads["ann@acme.example"].company == "Acme, Inc."
+    assert leads["dee@acme.example"].last_name == "Müller"

@@ -28,7 +28,7 @@ def webhook_post(event: dict) -> bool:
             timeout=settings.CAM_WEBHOOK_TIMEOUT,
         )
         response.raise_for_status()
-    except requests.RequestException as exc:
+    except Exception as exc:  # whatever goes wrong here must never break outreach (SPEC §4)
         logger.warning("webhook %s failed for %s: %s", url, event.get("event"), exc)
         return False
     return True

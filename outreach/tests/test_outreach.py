@@ -6,10 +6,24 @@ from django.db import IntegrityError, transaction
 
 from campaigns.tests.factories import CampaignFactory, MessageStepFactory
 from leads.models import TAG_DO_NOT_CONTACT, Lead
-from leads.services import LAST_STEP_REPLY_WAIT_DAYS, MAX_SEND_FAILURES, followup_delay
+from leads.services import (
+    LAST_STEP_REPLY_WAIT_DAYS,
+    MAX_SEND_FAILURES,
+    followup_delay,
+    lead_check_stop,
+    lead_mark_replied,
+)
 from leads.tests.factories import LeadFactory
 from outreach.models import OutreachAttempt, Suppression
-from outreach.services import attempt_claim, outreach_send_due, outreach_today, suppression_add
+from outreach.messages import campaign_steps
+from outreach.services import (
+    _record_stop,
+    attempt_claim,
+    attempt_finish,
+    outreach_send_due,
+    outreach_today,
+    suppression_add,
+)
 from outreach.tests.factories import OutreachAttemptFactory
 
 pytestmark = pytest.mark.django_db
@@ -176,17 +190,17 @@ def test_a_lead_that_used_all_its_attempts_becomes_lost_without_another_mail(smt
     assert len(smtp_server.messages) == 2
 
 
-def test_a_refused_recipient_is_a_failed_attempt_retried_later_then_given_up(smtp_server, now):
+def test_a_temporarily_refused_recipient_is_retried_later_then_given_up(smtp_server, now):
     campaign = CampaignFactory()
-    lead = LeadFactory(campaign=campaign, next_action_at=now, email="nobody@acme.example")
-    smtp_server.refuse.add(lead.email)
+    lead = LeadFactory(campaign=campaign, next_action_at=now, email="busy@acme.example")
+    smtp_server.refuse[lead.email] = "450 4.2.1 mailbox busy, try later"
 
     result = outreach_send_due(campaign=campaign, now=now, dry_run=False)
 
     assert (result.sent, result.failed) == (0, 1)
     attempt = OutreachAttempt.objects.get()
     assert attempt.status == Sent.FAILED
-    assert "550" in attempt.error
+    assert "450" in attempt.error
     lead.refresh_from_db()
     assert (lead.status, lead.attempt_count) == (Status.ENRICHED, 0)
     assert lead.next_action_at == now + timedelta(hours=1)
@@ -199,6 +213,70 @@ def test_a_refused_recipient_is_a_failed_attempt_retried_later_then_given_up(smt
     assert lead.next_action_at is None
     assert f"{MAX_SEND_FAILURES} failed sends" in lead.stopped_reason
     assert OutreachAttempt.objects.filter(status=Sent.FAILED).count() == MAX_SEND_FAILURES
+    assert not Suppression.objects.exists()
+
+
+def test_a_hard_bounce_suppresses_the_address_at_once(smtp_server, now):
+    campaign = CampaignFactory()
+    lead = LeadFactory(campaign=campaign, next_action_at=now, email="nobody@acme.example")
+    elsewhere = LeadFactory(email="nobody@acme.example", next_action_at=now + timedelta(days=1))
+    smtp_server.refuse[lead.email] = "550 5.1.1 mailbox unavailable"
+
+    result = outreach_send_due(campaign=campaign, now=now, dry_run=False)
+
+    assert result.failed == 1
+    assert Suppression.objects.get().reason == Suppression.Reason.BOUNCED
+    for stopped in (lead, elsewhere):
+        stopped.refresh_from_db()
+        assert stopped.next_action_at is None
+
+
+def test_a_connection_lost_after_the_message_was_handed_over_is_never_retried(smtp_server, now):
+    campaign = CampaignFactory()
+    lead = LeadFactory(campaign=campaign, next_action_at=now, score=0.5)
+    smtp_server.disconnect_after_data = True
+
+    result = outreach_send_due(campaign=campaign, now=now, dry_run=False)
+
+    attempt = OutreachAttempt.objects.get()
+    assert attempt.status == Sent.UNKNOWN
+    assert result.failed == 1 and "not retried" in result.errors[0]
+    lead.refresh_from_db()
+    assert lead.next_action_at is None and "may or may not have been sent" in lead.stopped_reason
+    for later in (now + timedelta(hours=2), now + timedelta(days=3)):
+        assert outreach_send_due(campaign=campaign, now=later, dry_run=False).sent == 0
+    assert len(smtp_server.messages) == 1  # the server got it once, and only once
+
+
+def test_a_mail_server_that_is_down_uses_up_no_lead_and_no_quota(smtp_server, settings, now):
+    campaign = CampaignFactory()
+    leads = due_leads(campaign, 3, now)
+    settings.EMAIL_PORT = 9  # nothing listens there
+
+    result = outreach_send_due(campaign=campaign, now=now, dry_run=False)
+
+    assert (result.sent, result.failed, result.skipped) == (0, 0, 3)
+    assert "mail server unavailable" in result.errors[0]
+    assert not OutreachAttempt.objects.exists()
+    for lead in leads:
+        lead.refresh_from_db()
+        assert (lead.next_action_at, lead.attempt_count) == (now - timedelta(minutes=1), 0)
+
+
+def test_a_mail_server_refusing_our_sender_releases_the_claim(smtp_server, now):
+    campaign = CampaignFactory(sender_email="blocked@agency.example")
+    due_leads(campaign, 2, now)
+
+    async def refuse_sender(server, session, envelope, address, mail_options):
+        return "550 5.7.1 sender rejected"
+
+    smtp_server.handle_MAIL = refuse_sender
+    result = outreach_send_due(campaign=campaign, now=now, dry_run=False)
+
+    assert (result.sent, result.failed) == (0, 0)
+    assert "SMTPSenderRefused" in result.errors[0]
+    assert not OutreachAttempt.objects.exists()
+    assert Lead.objects.filter(next_action_at__isnull=True).count() == 0
 
 
 def test_the_database_refuses_a_second_send_of_the_same_step(now):
@@ -292,3 +370,30 @@ def test_a_broken_step_template_is_reported_and_sends_nothing(smtp_server, now):
     assert len(result.errors) == 2 and "step 1 cannot be rendered" in result.errors[0]
     assert smtp_server.messages == []
     assert not OutreachAttempt.objects.exists()
+
+
+def test_a_reply_recorded_while_the_cycle_runs_is_not_overwritten_by_lost(now):
+    campaign = CampaignFactory(max_attempts_per_lead=3)
+    lead = LeadFactory(campaign=campaign, status=Status.CONTACTED, attempt_count=3, next_action_at=now,
+                       first_contacted_at=now - timedelta(days=8))
+    as_read_by_the_cycle = Lead.objects.get(pk=lead.pk)
+    lead_mark_replied(lead=Lead.objects.get(pk=lead.pk), now=now)  # staff, meanwhile
+
+    reason = lead_check_stop(lead=as_read_by_the_cycle, campaign=campaign, now=now, suppressed=False, steps=3)
+    assert as_read_by_the_cycle.status == Status.LOST and reason
+    assert _record_stop(as_read_by_the_cycle, campaign, reason, now, attempts_before=3) is False
+
+    lead.refresh_from_db()
+    assert (lead.status, lead.stopped_reason) == (Status.REPLIED, "replied")
+
+
+def test_a_reply_recorded_while_the_mail_was_on_its_way_is_kept(now):
+    campaign = CampaignFactory()
+    lead = LeadFactory(campaign=campaign, next_action_at=now, score=0.5)
+    attempt = attempt_claim(campaign=campaign, lead=lead, step=1, subject="s", message_id="<m@x>", now=now)
+    lead_mark_replied(lead=Lead.objects.get(pk=lead.pk), now=now)
+
+    finished = attempt_finish(attempt=attempt, campaign=campaign, status=Sent.SENT, error="", now=now,
+                              steps=campaign_steps(campaign))
+
+    assert (finished.status, finished.attempt_count, finished.next_action_at) == (Status.REPLIED, 1, None)

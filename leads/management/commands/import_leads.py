@@ -37,8 +37,8 @@ class Command(BaseCommand):
             self.stdout.write(json.dumps(report.as_dict(), indent=2))
             return
         self.stdout.write(
-            self.style.SUCCESS(f"Imported {report.imported} leads into #{campaign.pk} {campaign.name}")
-            + f"; {len(report.duplicates)} duplicates, {len(report.rejected)} rejected."
+            self.style.SUCCESS(f"Imported {_count(report.imported, 'lead')} into #{campaign.pk} {campaign.name}")
+            + f"; {_count(len(report.duplicates), 'duplicate')}, {len(report.rejected)} rejected."
         )
         for title, problems in (("Duplicates", report.duplicates), ("Rejected", report.rejected)):
             if not problems:
@@ -48,3 +48,7 @@ class Command(BaseCommand):
                 self.stdout.write(f"  line {p.line}: {p.email or '-'}: {p.reason}")
             if len(problems) > SHOWN_PER_KIND:
                 self.stdout.write(f"  … and {len(problems) - SHOWN_PER_KIND} more (use --json for all)")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
