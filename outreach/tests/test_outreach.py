@@ -397,3 +397,20 @@ def test_a_reply_recorded_while_the_mail_was_on_its_way_is_kept(now):
                               steps=campaign_steps(campaign))
 
     assert (finished.status, finished.attempt_count, finished.next_action_at) == (Status.REPLIED, 1, None)
+
+
+def test_a_cycle_marks_a_lead_lost_thirty_days_after_first_contact(smtp_server, now):
+    campaign = CampaignFactory()
+    MessageStepFactory(campaign=campaign, position=1)
+    MessageStepFactory(campaign=campaign, position=2, delay_days=40)
+    lead = LeadFactory(campaign=campaign, score=0.5, next_action_at=now)
+    outreach_send_due(campaign=campaign, now=now, dry_run=False)
+    lead.refresh_from_db()
+    assert lead.next_action_at >= now + timedelta(days=30)  # the follow-up would come on day 30 or later
+
+    result = outreach_send_due(campaign=campaign, now=lead.next_action_at, dry_run=False)
+
+    lead.refresh_from_db()
+    assert (result.sent, result.lost) == (0, 1)
+    assert (lead.status, lead.stopped_reason) == (Status.LOST, "no reply 30 days after first contact")
+    assert len(smtp_server.messages) == 1
