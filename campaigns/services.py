@@ -19,6 +19,30 @@ NO_RESULT_AGE = timedelta(days=90)
 RESUME_GRACE = timedelta(days=7)
 
 
+# Fields staff may set when creating or editing a campaign (the API and the console).
+EDITABLE_FIELDS = (
+    "name", "description", "target_niche", "service_key", "target_clients", "target_mrr", "channels_enabled",
+    "max_emails_per_day", "sender_name", "sender_email", "qualification_threshold", "max_attempts_per_lead",
+)
+
+
+def campaign_create(*, data: dict, now: datetime) -> Campaign:
+    """A new, active campaign from validated `data` (EDITABLE_FIELDS)."""
+    campaign = Campaign(**{name: data[name] for name in EDITABLE_FIELDS if name in data}, created_at=now)
+    campaign.save()
+    return campaign
+
+
+def campaign_update(*, campaign: Campaign, data: dict) -> Campaign:
+    """Apply validated changes; pausing and resuming have their own services."""
+    changed = [name for name in EDITABLE_FIELDS if name in data]
+    for name in changed:
+        setattr(campaign, name, data[name])
+    if changed:
+        campaign.save(update_fields=changed)
+    return campaign
+
+
 @transaction.atomic
 def campaign_pause(*, campaign: Campaign, reason: str, now: datetime) -> Campaign:
     """Stop all cycles of the campaign until it is resumed; the reason is kept for staff."""

@@ -157,11 +157,15 @@ def lead_check_stop(*, lead: Lead, campaign: Campaign, now: datetime, suppressed
     return reason
 
 
-def lead_mark_replied(*, lead: Lead, now: datetime) -> Lead:
-    """A reply stops all follow-ups."""
+def _mark_replied(lead: Lead, now: datetime) -> None:
     lead_transition(lead, Status.REPLIED)
     lead.replied_at = lead.replied_at or now
     _stop(lead, "replied")
+
+
+def lead_mark_replied(*, lead: Lead, now: datetime) -> Lead:
+    """A reply stops all follow-ups."""
+    _mark_replied(lead, now)
     lead.save()
     return lead
 
@@ -173,6 +177,44 @@ def lead_tag_add(*, lead: Lead, tag: str) -> Lead:
         lead.tags = [*lead.tags, tag]
     if tag == TAG_DO_NOT_CONTACT:
         _stop(lead, "tagged do_not_contact")
+    lead.save()
+    return lead
+
+
+# Statuses staff may set by hand; the rest follow from outreach.
+STAFF_STATUSES = (Status.REPLIED, Status.QUALIFIED, Status.LOST)
+
+
+@transaction.atomic
+def lead_update(*, lead: Lead, data: dict, now: datetime) -> Lead:
+    """Staff changes to a lead: its details (re-scored), its tags, or its status.
+
+    REPLIED records a reply (follow-ups stop); QUALIFIED and LOST close the lead. Tagging
+    do_not_contact stops outreach at once; removing that tag lets a lead it had stopped go on.
+    """
+    lead = Lead.objects.select_for_update().get(pk=lead.pk)
+    details = [name for name in ENRICHABLE_FIELDS if name in data]
+    for name in details:
+        setattr(lead, name, data[name])
+    if details and lead.enriched_at:
+        lead.score = lead_score(lead)
+    if "tags" in data:
+        tags = list(dict.fromkeys(tag.strip().lower() for tag in data["tags"] if tag.strip()))
+        removed_dnc = lead.do_not_contact and TAG_DO_NOT_CONTACT not in tags
+        lead.tags = tags
+        if lead.do_not_contact:
+            _stop(lead, "tagged do_not_contact")
+        elif removed_dnc and lead.stopped_reason == "tagged do_not_contact" and lead.status in DUE_STATUSES:
+            lead.next_action_at, lead.stopped_reason = now, ""
+    status = data.get("status")
+    if status == Status.REPLIED and lead.status != Status.REPLIED:
+        _mark_replied(lead, now)
+    elif status in (Status.QUALIFIED, Status.LOST) and lead.status != status:
+        lead_transition(lead, status)
+        _stop(lead, f"marked {status.lower()} by staff")
+    elif status and status not in STAFF_STATUSES:
+        raise InvalidTransition(f"staff can set {', '.join(STAFF_STATUSES)}, not {status}")
+    lead.updated_at = now
     lead.save()
     return lead
 

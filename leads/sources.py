@@ -6,9 +6,11 @@ any other exception for a real failure; the cycle reports both and goes on.
 """
 
 import codecs
+import io
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 from django.conf import settings
 
@@ -22,37 +24,41 @@ class SourceSkipped(Exception):
     """The source is configured but cannot run now (e.g. its API key is not set)."""
 
 
-def _is_utf8(path: Path) -> bool:
+def _is_utf8(raw: BinaryIO) -> bool:
     decoder = codecs.getincrementaldecoder("utf-8")()
-    with path.open("rb") as raw:
-        try:
-            while chunk := raw.read(_CHUNK_BYTES):
-                decoder.decode(chunk)
-            decoder.decode(b"", final=True)
-        except UnicodeDecodeError:
-            return False
+    try:
+        while chunk := raw.read(_CHUNK_BYTES):
+            decoder.decode(chunk)
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
     return True
+
+
+def lead_text(raw: BinaryIO, name: str = "the file") -> io.TextIOWrapper:
+    """A seekable binary file of leads as text: UTF-8 (with or without BOM), UTF-16 (with BOM),
+    else Windows-1252 (Excel). The whole file is checked before the encoding is chosen: an
+    export's first accented name can sit anywhere, and a wrong guess would put "M\ufffdller"
+    into emails."""
+    head = raw.read(_CHUNK_BYTES)
+    raw.seek(0)
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        encoding = "utf-16"  # Excel's "Unicode text" export
+    elif b"\x00" in head:
+        raise LeadFileError(f"{name}: a binary file, not CSV text")
+    else:
+        encoding = "utf-8-sig" if _is_utf8(raw) else "cp1252"
+        raw.seek(0)
+    return io.TextIOWrapper(raw, encoding=encoding, errors="replace", newline="")
 
 
 @contextmanager
 def open_lead_file(path: str | Path):
-    """Open a CSV of leads as text: UTF-8 (with or without BOM), else Windows-1252 (Excel).
-
-    The whole file is checked before the encoding is chosen: an export's first accented name
-    can sit anywhere, and a wrong guess would put "M\ufffdller" into emails.
-    """
+    """Open a CSV file of leads as text (see lead_text)."""
     path = Path(path)
     if not path.is_file():
         raise LeadFileError(f"{path}: no such file")
-    with path.open("rb") as raw:
-        head = raw.read(_CHUNK_BYTES)
-    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        encoding = "utf-16"  # Excel's "Unicode text" export
-    elif b"\x00" in head:
-        raise LeadFileError(f"{path}: a binary file, not CSV text")
-    else:
-        encoding = "utf-8-sig" if _is_utf8(path) else "cp1252"
-    with path.open(encoding=encoding, errors="replace", newline="") as stream:
+    with path.open("rb") as raw, lead_text(raw, str(path)) as stream:
         yield stream
 
 

@@ -79,6 +79,7 @@ def outreach_today(*, campaign: Campaign, now: datetime) -> dict[str, int]:
         failed=Count("id", filter=Q(status=Status.FAILED)),
         skipped=Count("id", filter=Q(status=Status.SKIPPED)),
         claimed=Count("id", filter=Q(status=Status.CLAIMED)),
+        unknown=Count("id", filter=Q(status=Status.UNKNOWN)),
     )
     return counts
 
@@ -96,6 +97,11 @@ def suppression_add(*, email: str, reason: str = Suppression.Reason.MANUAL, note
         next_action_at=None, stopped_reason="address is on the suppression list", updated_at=now
     )
     return suppression
+
+
+def suppression_remove(*, suppression: Suppression) -> None:
+    """Campaigns may add the address again; leads it stopped stay stopped until staff resume them."""
+    suppression.delete()
 
 
 def suppressed_emails(emails: list[str]) -> set[str]:

@@ -1,0 +1,73 @@
+"""What every API view shares: permissions, pagination, errors as JSON, id converter."""
+
+import logging
+
+from django.http import JsonResponse
+from django.views.defaults import page_not_found, server_error
+from rest_framework import exceptions, permissions
+from rest_framework.pagination import PageNumberPagination
+
+from leads.services import InvalidTransition
+
+logger = logging.getLogger(__name__)
+
+
+class ModelPermissions(permissions.DjangoModelPermissions):
+    """Authenticated, and the Django model permission matching the method: view for reads
+    (a user without it gets 403), add/change/delete for writes."""
+
+    perms_map = {
+        **permissions.DjangoModelPermissions.perms_map,
+        "GET": ["%(app_label)s.view_%(model_name)s"],
+        "HEAD": ["%(app_label)s.view_%(model_name)s"],
+        "OPTIONS": ["%(app_label)s.view_%(model_name)s"],
+    }
+
+
+def require_perm(request, perm: str) -> None:
+    """For actions whose permission is not the method's (a live run needs change_campaign)."""
+    if not request.user.has_perm(perm):
+        raise exceptions.PermissionDenied(f"This needs the permission {perm}.")
+
+
+class Pagination(PageNumberPagination):
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 500
+
+
+def exception_handler(exc, context):
+    """DRF's JSON errors, plus the state machine's refusals as 400 with the field at fault."""
+    from rest_framework.views import exception_handler as drf_exception_handler  # DRF imports this module
+
+    if isinstance(exc, InvalidTransition):
+        exc = exceptions.ValidationError({"status": [str(exc)]})
+    return drf_exception_handler(exc, context)
+
+
+class IdConverter:
+    """Ids in URLs: at most 18 digits, so a huge number is a 404, not a database overflow."""
+
+    regex = "[0-9]{1,18}"
+
+    def to_python(self, value: str) -> int:
+        return int(value)
+
+    def to_url(self, value) -> str:
+        return str(value)
+
+
+def _is_api(request) -> bool:
+    return request.path.startswith("/api/")
+
+
+def not_found(request, exception=None):
+    if _is_api(request):
+        return JsonResponse({"detail": "Not found."}, status=404)
+    return page_not_found(request, exception)
+
+
+def internal_error(request):
+    if _is_api(request):
+        return JsonResponse({"detail": "Internal server error."}, status=500)
+    return server_error(request)

@@ -1,0 +1,217 @@
+"""Campaign endpoints (SPEC §5): list, create, detail, edit, pause, resume, run a cycle."""
+
+from django.shortcuts import get_object_or_404
+from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
+from rest_framework import permissions, serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from cam_project.api import require_perm
+from campaigns.cycle import cycle_run
+from campaigns.models import CHANNELS, Campaign
+from campaigns.services import (
+    EDITABLE_FIELDS,
+    campaign_create,
+    campaign_metrics,
+    campaign_pause,
+    campaign_resume,
+    campaign_update,
+    metrics_aggregates,
+)
+from outreach.services import outreach_today
+
+# Upper bounds keep every accepted number inside the database's integer columns.
+LIMITS = {"target_clients": 1_000_000, "target_mrr": 2_000_000_000, "max_emails_per_day": 100_000}
+
+
+class CampaignListSerializer(serializers.ModelSerializer):
+    current_leads = serializers.IntegerField(source="total_leads")
+    qualified_leads = serializers.IntegerField()
+    conversion_rate = serializers.SerializerMethodField()
+    goal_progress = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Campaign
+        fields = ["id", "name", "active", "target_niche", "service_key", "target_clients", "current_leads",
+                  "qualified_leads", "conversion_rate", "goal_progress"]
+
+    def get_conversion_rate(self, campaign) -> float:
+        return round(campaign.qualified_leads / campaign.total_leads, 4) if campaign.total_leads else 0.0
+
+    def get_goal_progress(self, campaign) -> float:
+        return round(campaign.qualified_leads / campaign.target_clients, 4) if campaign.target_clients else 0.0
+
+
+class CampaignWriteSerializer(serializers.ModelSerializer):
+    channels_enabled = serializers.ListField(
+        child=serializers.ChoiceField(choices=CHANNELS), min_length=1, max_length=len(CHANNELS), required=False
+    )
+
+    class Meta:
+        model = Campaign
+        fields = list(EDITABLE_FIELDS)
+        extra_kwargs = {
+            **{name: {"max_value": limit} for name, limit in LIMITS.items()},
+            "max_attempts_per_lead": {"min_value": 1, "max_value": 20},
+            "qualification_threshold": {"min_value": 0.0, "max_value": 1.0},
+        }
+
+    def validate_channels_enabled(self, channels):
+        return list(dict.fromkeys(channels))
+
+
+class MetricsSerializer(serializers.Serializer):
+    total_leads = serializers.IntegerField()
+    new_leads = serializers.IntegerField()
+    enriched_leads = serializers.IntegerField()
+    contacted_leads = serializers.IntegerField()
+    replied_leads = serializers.IntegerField()
+    qualified_leads = serializers.IntegerField()
+    lost_leads = serializers.IntegerField()
+    conversion_rate = serializers.FloatField()
+    goal_progress = serializers.FloatField()
+
+
+class TodayOutreachSerializer(serializers.Serializer):
+    total = serializers.IntegerField()
+    sent = serializers.IntegerField()
+    failed = serializers.IntegerField()
+    skipped = serializers.IntegerField()
+    claimed = serializers.IntegerField(help_text="Sends interrupted or in progress: never retried.")
+    unknown = serializers.IntegerField(help_text="Sends whose outcome is unknown: never retried.")
+
+
+class CampaignDetailSerializer(serializers.ModelSerializer):
+    metrics = serializers.SerializerMethodField()
+    today_outreach = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Campaign
+        fields = ["id", "name", "active", "description", "target_niche", "service_key", "target_clients",
+                  "target_mrr", "channels_enabled", "max_emails_per_day", "created_at", "paused_at", "pause_reason",
+                  "sender_name", "sender_email", "qualification_threshold", "max_attempts_per_lead",
+                  "metrics", "today_outreach"]
+
+    @extend_schema_field(MetricsSerializer)
+    def get_metrics(self, campaign) -> dict:
+        return campaign_metrics(campaign=campaign).as_dict()
+
+    @extend_schema_field(TodayOutreachSerializer)
+    def get_today_outreach(self, campaign) -> dict:
+        return outreach_today(campaign=campaign, now=timezone.now())
+
+
+class CampaignActionSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    active = serializers.BooleanField()
+    message = serializers.CharField()
+
+
+def _action_response(campaign: Campaign, message: str, code=status.HTTP_200_OK) -> Response:
+    return Response({"id": campaign.pk, "name": campaign.name, "active": campaign.active, "message": message},
+                    status=code)
+
+
+class CampaignListView(APIView):
+    queryset = Campaign.objects.all()
+
+    @extend_schema(responses=CampaignListSerializer(many=True), summary="List campaigns with their progress")
+    def get(self, request):
+        campaigns = Campaign.objects.annotate(**metrics_aggregates("leads__")).order_by("id")
+        return Response(CampaignListSerializer(campaigns, many=True).data)
+
+    @extend_schema(request=CampaignWriteSerializer, responses={201: CampaignActionSerializer}, summary="Create a campaign")
+    def post(self, request):
+        serializer = CampaignWriteSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        campaign = campaign_create(data=serializer.validated_data, now=timezone.now())
+        return _action_response(campaign, "Campaign created successfully", status.HTTP_201_CREATED)
+
+
+class CampaignDetailView(APIView):
+    queryset = Campaign.objects.all()
+
+    @extend_schema(responses=CampaignDetailSerializer, summary="A campaign with its metrics and today's outreach")
+    def get(self, request, pk):
+        return Response(CampaignDetailSerializer(get_object_or_404(Campaign, pk=pk)).data)
+
+    @extend_schema(request=CampaignWriteSerializer, responses=CampaignDetailSerializer, summary="Edit a campaign")
+    def patch(self, request, pk):
+        campaign = get_object_or_404(Campaign, pk=pk)
+        serializer = CampaignWriteSerializer(campaign, data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        campaign_update(campaign=campaign, data=serializer.validated_data)
+        return Response(CampaignDetailSerializer(campaign).data)
+
+
+class PauseSerializer(serializers.Serializer):
+    reason = serializers.CharField(max_length=300, required=False, help_text="Kept for staff to see.")
+
+
+class CampaignPauseView(APIView):
+    queryset = Campaign.objects.all()
+
+    @extend_schema(request=PauseSerializer, responses=CampaignActionSerializer, summary="Pause a campaign")
+    def put(self, request, pk):
+        campaign = get_object_or_404(Campaign, pk=pk)
+        body = PauseSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        reason = body.validated_data.get("reason") or f"paused by {request.user}"
+        campaign_pause(campaign=campaign, reason=reason, now=timezone.now())
+        return _action_response(campaign, "Campaign paused")
+
+
+class CampaignResumeView(APIView):
+    queryset = Campaign.objects.all()
+
+    @extend_schema(request=None, responses=CampaignActionSerializer, summary="Resume a campaign")
+    def put(self, request, pk):
+        campaign = get_object_or_404(Campaign, pk=pk)
+        campaign_resume(campaign=campaign, now=timezone.now())
+        return _action_response(campaign, "Campaign resumed")
+
+
+class CycleResultSerializer(serializers.Serializer):
+    campaign_id = serializers.IntegerField()
+    campaign_name = serializers.CharField()
+    dry_run = serializers.BooleanField()
+    leads_discovered = serializers.IntegerField()
+    leads_enriched = serializers.IntegerField()
+    outreach_sent = serializers.IntegerField(help_text="In a dry run: what would be sent.")
+    outreach_failed = serializers.IntegerField()
+    outreach_skipped = serializers.IntegerField()
+    campaign_paused = serializers.BooleanField()
+    pause_reason = serializers.CharField(allow_null=True)
+    errors = serializers.ListField(child=serializers.CharField())
+    notes = serializers.ListField(child=serializers.CharField())
+    leads_lost = serializers.IntegerField()
+    previews = serializers.ListField(child=serializers.DictField(), help_text="Dry run: who would get which subject.")
+
+
+class RunCycleQuery(serializers.Serializer):
+    dry_run = serializers.BooleanField(default=True)
+
+
+class CampaignRunCycleView(APIView):
+    # A dry run needs view_campaign, a live run change_campaign: checked in post().
+    permission_classes = [permissions.IsAuthenticated]
+
+    @extend_schema(
+        request=None,
+        parameters=[OpenApiParameter("dry_run", OpenApiTypes.BOOL, default=True,
+                                     description="false sends real email and needs campaigns.change_campaign")],
+        responses=CycleResultSerializer,
+        summary="Run one cycle of the campaign now (dry run unless dry_run=false)",
+    )
+    def post(self, request, pk):
+        require_perm(request, "campaigns.view_campaign")
+        query = RunCycleQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        campaign = get_object_or_404(Campaign, pk=pk)
+        dry_run = query.validated_data["dry_run"]
+        if not dry_run:
+            require_perm(request, "campaigns.change_campaign")
+        return Response(cycle_run(campaign=campaign, now=timezone.now(), dry_run=dry_run).as_dict())

@@ -1,0 +1,188 @@
+"""Lead endpoints: a campaign's leads (list, add one, a list, or a CSV upload), one lead (edit)."""
+
+from django.db.models import Q
+from django.shortcuts import get_object_or_404
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import generics, serializers, status
+from rest_framework.exceptions import ValidationError
+from rest_framework.parsers import JSONParser, MultiPartParser
+from rest_framework.response import Response
+
+from cam_project.api import Pagination
+from campaigns.models import Campaign
+from leads.models import Lead
+from leads.rows import LeadFileError, RowProblem, csv_rows, lead_row_clean, mapping_rows
+from leads.services import ENRICHABLE_FIELDS, STAFF_STATUSES, leads_insert, lead_update
+from leads.sources import lead_text
+
+MAX_LEADS_PER_REQUEST = 10_000
+
+
+class LeadSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Lead
+        fields = ["id", "campaign", "email", "first_name", "last_name", "company", "job_title", "company_size",
+                  "industry", "status", "score", "tags", "email_valid", "email_verification", "enrichment",
+                  "source_data", "attempt_count", "next_action_at", "stopped_reason", "first_contacted_at",
+                  "last_contacted_at", "replied_at", "created_at", "updated_at"]
+        read_only_fields = fields
+
+
+class LeadInputSerializer(serializers.Serializer):
+    """One lead to add. Addresses are checked and normalised as in a CSV import."""
+
+    email = serializers.CharField(max_length=320)
+    first_name = serializers.CharField(max_length=100, required=False, allow_blank=True)
+    last_name = serializers.CharField(max_length=100, required=False, allow_blank=True)
+    company = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    job_title = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    company_size = serializers.CharField(max_length=50, required=False, allow_blank=True)
+    industry = serializers.CharField(max_length=100, required=False, allow_blank=True)
+    extra = serializers.DictField(child=serializers.CharField(max_length=1000, allow_blank=True), required=False,
+                                  help_text="Other fields to keep with the lead (website, city, …).")
+
+
+class LeadChangeSerializer(serializers.Serializer):
+    first_name = serializers.CharField(max_length=100, required=False, allow_blank=True)
+    last_name = serializers.CharField(max_length=100, required=False, allow_blank=True)
+    company = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    job_title = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    company_size = serializers.CharField(max_length=50, required=False, allow_blank=True)
+    industry = serializers.CharField(max_length=100, required=False, allow_blank=True)
+    tags = serializers.ListField(child=serializers.CharField(max_length=50), max_length=20, required=False,
+                                 help_text="Replaces the tags; do_not_contact stops outreach at once, hot qualifies.")
+    status = serializers.ChoiceField(choices=STAFF_STATUSES, required=False,
+                                     help_text="REPLIED records a reply; QUALIFIED and LOST close the lead.")
+
+
+class RowProblemSerializer(serializers.Serializer):
+    line = serializers.IntegerField(help_text="CSV line, or item number (from 1) of a JSON list")
+    email = serializers.CharField()
+    reason = serializers.CharField()
+
+
+class ImportReportSerializer(serializers.Serializer):
+    imported = serializers.IntegerField()
+    duplicates = serializers.IntegerField()
+    rejected = serializers.IntegerField()
+    duplicate_rows = RowProblemSerializer(many=True)
+    rejected_rows = RowProblemSerializer(many=True)
+
+
+LEADS_REQUEST = {
+    "application/json": {"oneOf": [
+        {"$ref": "#/components/schemas/LeadInputRequest"},
+        {"type": "array", "items": {"$ref": "#/components/schemas/LeadInputRequest"},
+         "maxItems": MAX_LEADS_PER_REQUEST},
+    ]},
+    "multipart/form-data": {
+        "type": "object", "properties": {"file": {"type": "string", "format": "binary"}}, "required": ["file"],
+    },
+}
+
+
+@extend_schema(parameters=[
+    OpenApiParameter("status", str, enum=list(Lead.Status.values), description="Only leads in this status"),
+    OpenApiParameter("search", str, description="Part of the email, name, company or job title"),
+])
+class CampaignLeadsView(generics.ListAPIView):
+    serializer_class = LeadSerializer
+    pagination_class = Pagination
+    parser_classes = [JSONParser, MultiPartParser]
+    queryset = Lead.objects.all()
+
+    def get_queryset(self):
+        campaign = get_object_or_404(Campaign, pk=self.kwargs["pk"])
+        leads = Lead.objects.filter(campaign=campaign).order_by("-score", "id")
+        params = self.request.query_params
+        if params.get("status"):
+            if params["status"] not in Lead.Status.values:
+                raise ValidationError({"status": [f"Choose from {', '.join(Lead.Status.values)}."]})
+            leads = leads.filter(status=params["status"])
+        if params.get("search"):
+            term = params["search"].strip()[:200]
+            leads = leads.filter(Q(email__icontains=term) | Q(first_name__icontains=term) | Q(last_name__icontains=term)
+                                 | Q(company__icontains=term) | Q(job_title__icontains=term))
+        return leads
+
+    @extend_schema(summary="A campaign's leads, best score first")
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+    @extend_schema(
+        request=LEADS_REQUEST,
+        responses={201: ImportReportSerializer, 200: ImportReportSerializer, 409: ImportReportSerializer},
+        summary="Add leads: one lead, a JSON list, or a CSV file (multipart field 'file')",
+        description="One lead: 201, or 400 with the field at fault, or 409 if the address is already in the "
+        "campaign. A list or a file: 201 if any lead was added (else 200), with the same report as "
+        "manage.py import_leads; bad rows are reported and never stop the good ones.",
+    )
+    def post(self, request, pk):
+        campaign = get_object_or_404(Campaign, pk=pk)
+        now = timezone.now()
+        if "file" in request.FILES:
+            try:
+                rows = csv_rows(lead_text(request.FILES["file"], request.FILES["file"].name))
+                report = leads_insert(campaign=campaign, rows=rows, now=now)
+            except LeadFileError as exc:
+                raise ValidationError({"file": [str(exc)]}) from None
+        elif isinstance(request.data, list):
+            if len(request.data) > MAX_LEADS_PER_REQUEST:
+                raise ValidationError({"non_field_errors": [f"At most {MAX_LEADS_PER_REQUEST} leads per request."]})
+            report = leads_insert(campaign=campaign, rows=_json_rows(request.data), now=now)
+        elif isinstance(request.data, dict):
+            lead = LeadInputSerializer(data=request.data)
+            lead.is_valid(raise_exception=True)
+            row = lead_row_clean(1, lead.validated_data, lead.validated_data.get("extra"))
+            if isinstance(row, RowProblem):
+                raise ValidationError({_field_of(row.reason): [row.reason]})
+            report = leads_insert(campaign=campaign, rows=[row], now=now)
+            if report.rejected:
+                raise ValidationError({"email": [report.rejected[0].reason]})
+            if report.duplicates:
+                return Response(report.as_dict(), status=status.HTTP_409_CONFLICT)
+        else:
+            raise ValidationError({"non_field_errors": ["Send a lead object, a list of them, or a CSV as 'file'."]})
+        code = status.HTTP_201_CREATED if report.imported else status.HTTP_200_OK
+        return Response(report.as_dict(), status=code)
+
+
+def _json_rows(items: list):
+    for number, item in enumerate(items, start=1):
+        if isinstance(item, dict):
+            yield from mapping_rows([_flatten(item)], first_line=number)
+        else:
+            yield RowProblem(number, "", "not a JSON object")
+
+
+def _flatten(item: dict) -> dict:
+    """A JSON list item's `extra` fields join its other unmapped fields."""
+    extra = item.get("extra")
+    flat = {key: value for key, value in item.items() if key != "extra" and not isinstance(value, (dict, list))}
+    if isinstance(extra, dict):
+        flat.update({key: value for key, value in extra.items() if not isinstance(value, (dict, list))})
+    return flat
+
+
+def _field_of(reason: str) -> str:
+    field = reason.split(" ", 1)[0]
+    return field if field in ENRICHABLE_FIELDS else "email"
+
+
+class LeadDetailView(generics.GenericAPIView):
+    queryset = Lead.objects.all()
+    serializer_class = LeadSerializer
+
+    @extend_schema(responses=LeadSerializer, summary="One lead")
+    def get(self, request, pk):
+        return Response(LeadSerializer(get_object_or_404(Lead, pk=pk)).data)
+
+    @extend_schema(request=LeadChangeSerializer, responses=LeadSerializer,
+                   summary="Edit a lead: details, tags (do_not_contact, hot), or record a reply (status REPLIED)")
+    def patch(self, request, pk):
+        lead = get_object_or_404(Lead, pk=pk)
+        changes = LeadChangeSerializer(data=request.data)
+        changes.is_valid(raise_exception=True)
+        lead = lead_update(lead=lead, data=changes.validated_data, now=timezone.now())
+        return Response(LeadSerializer(lead).data)
