@@ -4,7 +4,7 @@ import logging
 
 from django.http import JsonResponse
 from django.views.defaults import page_not_found, server_error
-from rest_framework import exceptions, permissions
+from rest_framework import exceptions, permissions, serializers
 from rest_framework.pagination import PageNumberPagination
 
 from leads.services import InvalidTransition
@@ -28,6 +28,19 @@ def require_perm(request, perm: str) -> None:
     """For actions whose permission is not the method's (a live run needs change_campaign)."""
     if not request.user.has_perm(perm):
         raise exceptions.PermissionDenied(f"This needs the permission {perm}.")
+
+
+def query_param(request, name: str, *, choices=None, max_length: int = 200) -> str:
+    """A query-string parameter checked like a body field (length, choices, no NUL bytes that
+    PostgreSQL would refuse); "" when absent; 400 {name: [...]} when invalid."""
+    value = request.query_params.get(name, "")
+    if not value:
+        return ""
+    field = serializers.ChoiceField(choices=choices) if choices else serializers.CharField(max_length=max_length)
+    try:
+        return field.run_validation(value)
+    except exceptions.ValidationError as exc:
+        raise exceptions.ValidationError({name: exc.detail}) from None
 
 
 class Pagination(PageNumberPagination):
@@ -71,3 +84,29 @@ def internal_error(request):
     if _is_api(request):
         return JsonResponse({"detail": "Internal server error."}, status=500)
     return server_error(request)
+
+
+_ERRORS = (
+    ("400", "Invalid input: {field: [messages]} (or non_field_errors)"),
+    ("401", "Not authenticated: send `Authorization: Token <key>` or log in"),
+    ("403", "Authenticated, but without the Django permission this needs"),
+    ("404", "No such object (or page)"),
+)
+
+
+def add_error_responses(result, generator, request, public):
+    """drf-spectacular post-processing hook: every operation documents the JSON errors it may return."""
+    result.setdefault("components", {}).setdefault("schemas", {})["Error"] = {
+        "type": "object",
+        "additionalProperties": True,
+        "description": '{"detail": "…"} or {"field": ["message", …]}',
+    }
+    for operations in result.get("paths", {}).values():
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            for code, description in _ERRORS:
+                responses.setdefault(code, {
+                    "description": description,
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+                })
+    return result

@@ -9,7 +9,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.response import Response
 
-from cam_project.api import Pagination
+from cam_project.api import Pagination, query_param
 from campaigns.models import Campaign
 from leads.models import Lead
 from leads.rows import LeadFileError, RowProblem, csv_rows, lead_row_clean, mapping_rows
@@ -95,13 +95,11 @@ class CampaignLeadsView(generics.ListAPIView):
     def get_queryset(self):
         campaign = get_object_or_404(Campaign, pk=self.kwargs["pk"])
         leads = Lead.objects.filter(campaign=campaign).order_by("-score", "id")
-        params = self.request.query_params
-        if params.get("status"):
-            if params["status"] not in Lead.Status.values:
-                raise ValidationError({"status": [f"Choose from {', '.join(Lead.Status.values)}."]})
-            leads = leads.filter(status=params["status"])
-        if params.get("search"):
-            term = params["search"].strip()[:200]
+        wanted = query_param(self.request, "status", choices=Lead.Status.values)
+        if wanted:
+            leads = leads.filter(status=wanted)
+        term = query_param(self.request, "search").strip()
+        if term:
             leads = leads.filter(Q(email__icontains=term) | Q(first_name__icontains=term) | Q(last_name__icontains=term)
                                  | Q(company__icontains=term) | Q(job_title__icontains=term))
         return leads

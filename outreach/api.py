@@ -7,7 +7,7 @@ from rest_framework import generics, serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
-from cam_project.api import Pagination
+from cam_project.api import Pagination, query_param
 from campaigns.models import Campaign
 from leads.rows import email_normalise, email_syntax_error
 from outreach.models import OutreachAttempt, Suppression
@@ -36,10 +36,8 @@ class CampaignAttemptsView(generics.ListAPIView):
     def get_queryset(self):
         campaign = get_object_or_404(Campaign, pk=self.kwargs["pk"])
         attempts = OutreachAttempt.objects.filter(campaign=campaign).select_related("lead").order_by("-created_at", "-id")
-        wanted = self.request.query_params.get("status")
+        wanted = query_param(self.request, "status", choices=OutreachAttempt.Status.values)
         if wanted:
-            if wanted not in OutreachAttempt.Status.values:
-                raise ValidationError({"status": [f"Choose from {', '.join(OutreachAttempt.Status.values)}."]})
             attempts = attempts.filter(status=wanted)
         return attempts
 
@@ -67,8 +65,8 @@ class SuppressionsView(generics.ListAPIView):
 
     def get_queryset(self):
         suppressions = Suppression.objects.order_by("-created_at", "-id")
-        search = self.request.query_params.get("search", "").strip()
-        return suppressions.filter(email__icontains=search[:254]) if search else suppressions
+        search = query_param(self.request, "search", max_length=254).strip()
+        return suppressions.filter(email__icontains=search) if search else suppressions
 
     @extend_schema(parameters=[OpenApiParameter("search", str, description="Part of the address")],
                    summary="The suppression list (addresses no campaign may email)")
@@ -89,7 +87,7 @@ class SuppressionsView(generics.ListAPIView):
                    operation_id="cam_suppressions_destroy_by_email",
                    summary="Remove an address from the suppression list")
     def delete(self, request):
-        email = email_normalise(request.query_params.get("email", ""))
+        email = email_normalise(query_param(request, "email", max_length=320))
         if not email:
             raise ValidationError({"email": ["This query parameter is required."]})
         suppression_remove(suppression=get_object_or_404(Suppression, email=email))
