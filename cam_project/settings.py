@@ -72,6 +72,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -170,6 +171,9 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
+# WhiteNoise serves the admin's and the API docs' static files, also with DEBUG off; it finds
+# them in the apps directly, so `collectstatic` is optional (it adds compression and caching).
+WHITENOISE_USE_FINDERS = True
 
 # Email: SMTP when EMAIL_HOST is set; otherwise each mail is written to a file under var/mail.
 EMAIL_HOST = env("EMAIL_HOST")
@@ -208,4 +212,4 @@ LOGGING = {
     },
 }
 
-VAR_DIR.mkdir(parents=True, exist_ok=True)
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
