@@ -82,6 +82,10 @@ def email_syntax_error(email: str) -> str | None:
 
 def lead_row_clean(line: int, values: dict[str, str], extra: dict[str, str] | None = None) -> LeadRow | RowProblem:
     """Check one row's lead fields; the problem names the first thing wrong with it."""
+    extra = extra or {}
+    if any("\x00" in text for text in (*values.values(), *extra, *extra.values())):
+        # A NUL byte is a sign of a broken export, and PostgreSQL cannot store one.
+        return RowProblem(line, email_normalise(values.get("email", "")).replace("\x00", ""), "contains a NUL character")
     email = email_normalise(values.get("email", ""))
     if not email:
         return RowProblem(line, "", "missing email")
@@ -96,7 +100,7 @@ def lead_row_clean(line: int, values: dict[str, str], extra: dict[str, str] | No
         if len(value) > _MAX_LENGTHS[name]:
             return RowProblem(line, email, f"{name} is longer than {_MAX_LENGTHS[name]} characters")
         fields[name] = value
-    return LeadRow(line=line, email=email, fields=fields, extra=extra or {})
+    return LeadRow(line=line, email=email, fields=fields, extra=extra)
 
 
 def csv_rows(stream: TextIO) -> Iterator[LeadRow | RowProblem]:
