@@ -22,7 +22,15 @@ migrate: $(VENV)/.installed
 demo: migrate
 	$(MANAGE) cam_demo
 
-test: $(VENV)/.installed-dev
+# The browser tests drive Debian's chromium (never a downloaded browser): installed when missing.
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium
+
+test: $(VENV)/.installed-dev $(CHROMIUM)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 serve: migrate

@@ -1,29 +1,41 @@
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.urls import include, path, register_converter
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from cam_project.api import IdConverter
 from campaigns import api as campaigns_api
+from campaigns import views as console
 from leads import api as leads_api
+from leads import views as leads_console
 from outreach import api as outreach_api
 
 register_converter(IdConverter, "id")
 
 # Paths have no trailing slash: API clients are written against the original curl examples.
 api = [
-    path("campaigns", campaigns_api.CampaignListView.as_view(), name="campaigns"),
-    path("campaigns/<id:pk>", campaigns_api.CampaignDetailView.as_view(), name="campaign"),
-    path("campaigns/<id:pk>/pause", campaigns_api.CampaignPauseView.as_view(), name="campaign-pause"),
-    path("campaigns/<id:pk>/resume", campaigns_api.CampaignResumeView.as_view(), name="campaign-resume"),
-    path("campaigns/<id:pk>/run-cycle", campaigns_api.CampaignRunCycleView.as_view(), name="campaign-run-cycle"),
-    path("campaigns/<id:pk>/leads", leads_api.CampaignLeadsView.as_view(), name="campaign-leads"),
-    path("campaigns/<id:pk>/attempts", outreach_api.CampaignAttemptsView.as_view(), name="campaign-attempts"),
-    path("leads/<id:pk>", leads_api.LeadDetailView.as_view(), name="lead"),
-    path("suppressions", outreach_api.SuppressionsView.as_view(), name="suppressions"),
-    path("suppressions/<id:pk>", outreach_api.SuppressionDetailView.as_view(), name="suppression"),
+    path("campaigns", campaigns_api.CampaignListView.as_view(), name="api-campaigns"),
+    path("campaigns/<id:pk>", campaigns_api.CampaignDetailView.as_view(), name="api-campaign"),
+    path("campaigns/<id:pk>/pause", campaigns_api.CampaignPauseView.as_view(), name="api-campaign-pause"),
+    path("campaigns/<id:pk>/resume", campaigns_api.CampaignResumeView.as_view(), name="api-campaign-resume"),
+    path("campaigns/<id:pk>/run-cycle", campaigns_api.CampaignRunCycleView.as_view(), name="api-campaign-run-cycle"),
+    path("campaigns/<id:pk>/leads", leads_api.CampaignLeadsView.as_view(), name="api-campaign-leads"),
+    path("campaigns/<id:pk>/attempts", outreach_api.CampaignAttemptsView.as_view(), name="api-campaign-attempts"),
+    path("leads/<id:pk>", leads_api.LeadDetailView.as_view(), name="api-lead"),
+    path("suppressions", outreach_api.SuppressionsView.as_view(), name="api-suppressions"),
+    path("suppressions/<id:pk>", outreach_api.SuppressionDetailView.as_view(), name="api-suppression"),
 ]
 
 urlpatterns = [
+    path("", console.dashboard, name="dashboard"),
+    path("campaigns/new", console.campaign_new, name="campaign-new"),
+    path("campaigns/<id:pk>", console.campaign_detail, name="campaign-detail"),
+    path("campaigns/<id:pk>/run", console.campaign_run, name="campaign-run"),
+    path("campaigns/<id:pk>/pause", console.campaign_pause_view, name="campaign-pause"),
+    path("campaigns/<id:pk>/resume", console.campaign_resume_view, name="campaign-resume"),
+    path("campaigns/<id:pk>/leads", leads_console.campaign_leads, name="campaign-leads"),
+    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("api/cam/", include(api)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

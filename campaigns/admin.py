@@ -1,6 +1,7 @@
 from django.contrib import admin, messages
 from django.utils import timezone
 
+from campaigns.cycle import cycle_run
 from campaigns.models import Campaign, MessageStep
 from campaigns.services import campaign_pause, campaign_resume
 from leads.models import LeadSource
@@ -27,7 +28,7 @@ class CampaignAdmin(admin.ModelAdmin):
     # Pausing and resuming go through the actions (services), which keep the reason straight.
     readonly_fields = ("active", "paused_at", "pause_reason", "resumed_at")
     inlines = [MessageStepInline, LeadSourceInline]
-    actions = ["pause_campaigns", "resume_campaigns"]
+    actions = ["pause_campaigns", "resume_campaigns", "run_dry_cycle"]
     fieldsets = (
         (None, {"fields": ("name", "description", "active", "paused_at", "pause_reason", "resumed_at")}),
         ("Target", {"fields": ("target_niche", "service_key", "target_clients", "target_mrr")}),
@@ -46,3 +47,16 @@ class CampaignAdmin(admin.ModelAdmin):
         for campaign in queryset:
             campaign_resume(campaign=campaign, now=timezone.now())
         self.message_user(request, f"Resumed {queryset.count()} campaign(s).", messages.SUCCESS)
+
+    @admin.action(description="Run a dry-run cycle (sends nothing)")
+    def run_dry_cycle(self, request, queryset):
+        for campaign in queryset:
+            result = cycle_run(campaign=campaign, now=timezone.now(), dry_run=True)
+            level = messages.WARNING if result.errors else messages.INFO
+            self.message_user(
+                request,
+                f"{campaign}: discovered {result.leads_discovered}, enriched {result.leads_enriched}, "
+                f"would send {result.outreach_sent}, skipped {result.outreach_skipped}"
+                + (f"; errors: {'; '.join(result.errors)}" if result.errors else ""),
+                level,
+            )

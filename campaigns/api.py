@@ -22,10 +22,6 @@ from campaigns.services import (
 )
 from outreach.services import outreach_today
 
-# Upper bounds keep every accepted number inside the database's integer columns.
-LIMITS = {"target_clients": 1_000_000, "target_mrr": 2_000_000_000, "max_emails_per_day": 100_000}
-
-
 class CampaignListSerializer(serializers.ModelSerializer):
     current_leads = serializers.IntegerField(source="total_leads")
     qualified_leads = serializers.IntegerField()
@@ -52,11 +48,6 @@ class CampaignWriteSerializer(serializers.ModelSerializer):
     class Meta:
         model = Campaign
         fields = list(EDITABLE_FIELDS)
-        extra_kwargs = {
-            **{name: {"max_value": limit} for name, limit in LIMITS.items()},
-            "max_attempts_per_lead": {"min_value": 1, "max_value": 20},
-            "qualification_threshold": {"min_value": 0.0, "max_value": 1.0},
-        }
 
     def validate_channels_enabled(self, channels):
         return list(dict.fromkeys(channels))

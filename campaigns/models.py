@@ -30,13 +30,17 @@ class Campaign(models.Model):
     service_key = models.CharField(
         max_length=100, blank=True, help_text="What you sell, e.g. web_design or seo."
     )
+    # Upper bounds keep every accepted number inside the database's integer columns; the API
+    # and the console validate with these same validators.
     target_clients = models.PositiveIntegerField(
-        default=10, validators=[MinValueValidator(1)], help_text="Qualified leads wanted."
+        default=10, validators=[MinValueValidator(1), MaxValueValidator(1_000_000)], help_text="Qualified leads wanted."
     )
-    target_mrr = models.PositiveIntegerField(default=0, help_text="Monthly revenue goal.")
+    target_mrr = models.PositiveIntegerField(
+        default=0, validators=[MaxValueValidator(2_000_000_000)], help_text="Monthly revenue goal."
+    )
     channels_enabled = models.JSONField(default=default_channels, validators=[validate_channels])
     max_emails_per_day = models.PositiveIntegerField(
-        default=20, validators=[MinValueValidator(1)], help_text="Daily quota of emails."
+        default=20, validators=[MinValueValidator(1), MaxValueValidator(100_000)], help_text="Daily quota of emails."
     )
     active = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now)

@@ -16,6 +16,7 @@ from django.conf import settings
 from django.core.mail import EmailMessage, get_connection
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Q
+from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from campaigns.models import Campaign, MessageStep
@@ -82,6 +83,24 @@ def outreach_today(*, campaign: Campaign, now: datetime) -> dict[str, int]:
         unknown=Count("id", filter=Q(status=Status.UNKNOWN)),
     )
     return counts
+
+
+def sends_per_day(*, campaign: Campaign, now: datetime, days: int = 14) -> list[dict]:
+    """Sent and failed attempts per calendar day (TIME_ZONE) over the last `days`, oldest first,
+    in one query; days without attempts are zeros."""
+    start, end = quota_day(now - timedelta(days=days - 1))[0], quota_day(now)[1]
+    first = timezone.localdate(start)
+    rows = (
+        OutreachAttempt.objects.filter(campaign=campaign, created_at__gte=start, created_at__lt=end)
+        .annotate(day=TruncDate("created_at"))
+        .values("day")
+        .annotate(sent=Count("id", filter=Q(status=Status.SENT)), failed=Count("id", filter=Q(status=Status.FAILED)))
+    )
+    by_day = {row["day"]: row for row in rows}
+    return [
+        {"day": day, "sent": by_day.get(day, {}).get("sent", 0), "failed": by_day.get(day, {}).get("failed", 0)}
+        for day in (first + timedelta(days=i) for i in range(days))
+    ]
 
 
 # --- suppression -------------------------------------------------------------------------------

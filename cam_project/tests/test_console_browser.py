@@ -1,0 +1,143 @@
+"""The operator console in a real browser (Debian's chromium driven by Playwright): log in,
+create a campaign (after a validation error), upload leads, run a dry-run cycle and a confirmed
+live one, pause and resume. Screenshots of each page go to artifacts/screenshots/."""
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core import mail
+
+from campaigns.models import Campaign
+from outreach.models import OutreachAttempt
+
+CHROMIUM = "/usr/bin/chromium"
+SHOTS = Path(settings.BASE_DIR) / "artifacts" / "screenshots"
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def browser(monkeypatch):
+    if not shutil.which(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium (apt-get install chromium)")
+    # Playwright's sync API runs an event loop in this thread; the ORM calls here are still synchronous.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    from playwright.sync_api import sync_playwright
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-background-networking", "--disable-gpu", "--disable-component-update",
+                  "--no-first-run", "--disable-sync"],
+        )
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, live_server):
+    get_user_model().objects.create_superuser("operator", "op@agency.example", "s3cret-pass")
+    context = browser.new_context(base_url=live_server.url, viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    yield page
+    context.close()
+
+
+def shot(page, name: str) -> None:
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def test_an_operator_runs_a_campaign_from_the_console(page, live_server):
+    from playwright.sync_api import expect
+
+    # Login is required: the dashboard sends us to the login page.
+    page.goto("/")
+    expect(page).to_have_url(re.compile(r"/login/\?next=/$"))
+    shot(page, "01-login")
+    page.get_by_label("Username").fill("operator")
+    page.get_by_label("Password").fill("s3cret-pass")
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
+    expect(page.locator("[data-stat=campaigns]")).to_have_text("0")
+    shot(page, "02-dashboard-empty")
+
+    # Create a campaign: a zero quota is refused next to its field, nothing is saved.
+    page.get_by_role("link", name="New campaign").click()
+    page.get_by_label("Name", exact=True).fill("Spring outreach")
+    page.get_by_label("Target niche").fill("B2B SaaS")
+    page.get_by_label("Max emails per day").fill("0")
+    page.get_by_role("button", name="Create campaign").click()
+    expect(page.locator("#id_max_emails_per_day_error")).to_contain_text("greater than or equal to 1")
+    assert Campaign.objects.count() == 0
+    shot(page, "03-create-invalid")
+    page.get_by_label("Max emails per day").fill("5")
+    page.get_by_role("button", name="Create campaign").click()
+    expect(page.get_by_role("heading", name=re.compile("Spring outreach"))).to_be_visible()
+    expect(page.locator(".messages")).to_contain_text("created")
+    campaign = Campaign.objects.get()
+
+    # Upload the sample CSV: the report shows imported, duplicate and rejected rows with line numbers.
+    page.get_by_role("link", name="Leads").click()
+    page.get_by_label("CSV file with an email column").set_input_files(str(Path(settings.BASE_DIR) / "data" / "sample_leads.csv"))
+    page.get_by_role("button", name="Import").click()
+    report = page.locator("#import-report")
+    expect(report.locator("[data-report=imported]")).to_have_text("50")
+    expect(report.locator("[data-report=rejected]")).to_have_text("1")
+    expect(report.locator("[data-report=duplicates]")).to_have_text("1")
+    expect(report).to_contain_text("invalid email")
+    shot(page, "04-leads-imported")
+    page.get_by_label("Status").select_option("NEW")
+    page.get_by_role("button", name="Filter").click()
+    expect(page.get_by_role("heading", name="50 leads")).to_be_visible()
+
+    # A dry run (the default): the result is on the page, nothing is sent.
+    page.goto(f"/campaigns/{campaign.pk}")
+    expect(page.get_by_label("Dry run: render and count, send nothing")).to_be_checked()
+    page.get_by_role("button", name="Run dry-run cycle").click()
+    result = page.locator("#cycle-result")
+    expect(result).to_contain_text("DRY RUN")
+    expect(result.locator("[data-result=leads_enriched]")).to_have_text("50")
+    expect(result.locator("[data-result=outreach_sent]")).to_have_text("5")
+    expect(result).to_contain_text("Would send")
+    expect(page.locator("[data-funnel=ENRICHED]")).to_have_text("50")
+    assert mail.outbox == [] and not OutreachAttempt.objects.exists()
+    shot(page, "05-detail-dry-run")
+
+    # A live run asks first: dismissing sends nothing; accepting sends up to the quota.
+    page.get_by_label("Dry run: render and count, send nothing").uncheck()
+    button = page.get_by_role("button", name="Run LIVE cycle (sends email)")
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    button.click()
+    page.wait_for_timeout(300)
+    assert mail.outbox == []
+    page.once("dialog", lambda dialog: dialog.accept())
+    button.click()
+    expect(page.locator("#cycle-result")).to_contain_text("LIVE")
+    expect(page.locator("[data-result=outreach_sent]")).to_have_text("5")
+    assert len(mail.outbox) == 5
+    expect(page.get_by_role("heading", name="Recent attempts")).to_be_visible()
+    shot(page, "06-detail-live-run")
+
+    # Pause and resume.
+    page.get_by_role("button", name="Pause").click()
+    expect(page.locator("h1 .badge")).to_have_text("Paused")
+    expect(page.locator(".messages")).to_contain_text("Campaign paused")
+    assert not Campaign.objects.get().active
+    page.get_by_role("button", name="Resume").click()
+    expect(page.locator("h1 .badge")).to_have_text("Active")
+    assert Campaign.objects.get().active
+
+    page.goto("/")
+    expect(page.locator("[data-stat=leads]")).to_have_text("50")
+    shot(page, "07-dashboard")
+    page.set_viewport_size({"width": 390, "height": 844})
+    shot(page, "08-dashboard-phone")
+    page.goto(f"/campaigns/{campaign.pk}")
+    shot(page, "09-detail-phone")

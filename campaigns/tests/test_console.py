@@ -1,0 +1,168 @@
+"""The console's pages without a browser: permissions, validation, queries per page."""
+
+from io import BytesIO
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from campaigns.models import Campaign
+from campaigns.tests.factories import CampaignFactory
+from leads.models import Lead
+from leads.tests.factories import LeadFactory
+from outreach.tests.factories import OutreachAttemptFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def operator(client):
+    client.force_login(get_user_model().objects.create_superuser("op", "op@example.org", "pw"))
+    return client
+
+
+@pytest.fixture
+def viewer(client):
+    user = get_user_model().objects.create_user("viewer", "v@example.org", "pw", is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(codename__startswith="view_"))
+    client.force_login(user)
+    return client
+
+
+def test_every_page_needs_a_login(client):
+    campaign = CampaignFactory()
+    for url in ("/", "/campaigns/new", f"/campaigns/{campaign.pk}", f"/campaigns/{campaign.pk}/leads"):
+        response = client.get(url)
+        assert response.status_code == 302 and response.url.startswith("/login/"), url
+
+
+def test_the_dashboard_shows_totals_and_each_campaign(operator):
+    active = CampaignFactory(name="Alpha", target_clients=4)
+    LeadFactory.create_batch(3, campaign=active)
+    LeadFactory(campaign=active, status=Lead.Status.QUALIFIED)
+    CampaignFactory(name="Beta", active=False, pause_reason="holiday")
+
+    page = operator.get("/").content.decode()
+
+    assert 'data-stat="campaigns">2<' in page and 'data-stat="active">1<' in page
+    assert 'data-stat="leads">4<' in page and 'data-stat="qualified">1<' in page
+    assert f'href="/campaigns/{active.pk}"' in page and "1 / 4" in page
+    assert 'title="holiday">Paused<' in page
+
+
+def test_the_create_form_refuses_what_the_api_refuses(operator):
+    response = operator.post("/campaigns/new", {
+        "name": "", "target_clients": "0", "max_emails_per_day": "100001", "channels_enabled": ["fax"],
+        "target_mrr": "0", "qualification_threshold": "1.5", "max_attempts_per_lead": "3",
+    })
+    page = response.content.decode()
+    assert response.status_code == 200 and not Campaign.objects.exists()
+    for field in ("name", "target_clients", "max_emails_per_day", "channels_enabled", "qualification_threshold"):
+        assert f'id="id_{field}_error"' in page, field
+
+
+def test_a_valid_form_creates_the_campaign_through_the_service(operator):
+    response = operator.post("/campaigns/new", {
+        "name": "Spring", "target_clients": "5", "max_emails_per_day": "10", "channels_enabled": ["email", "phone"],
+        "target_mrr": "1000", "qualification_threshold": "0.8", "max_attempts_per_lead": "2",
+    })
+    campaign = Campaign.objects.get()
+    assert response.url == f"/campaigns/{campaign.pk}"
+    assert (campaign.active, campaign.channels_enabled, campaign.max_emails_per_day) == (True, ["email", "phone"], 10)
+
+
+def test_a_read_only_user_can_look_but_not_change(viewer):
+    campaign = CampaignFactory()
+    assert viewer.get(f"/campaigns/{campaign.pk}").status_code == 200
+    assert viewer.get("/campaigns/new").status_code == 403
+    assert viewer.post(f"/campaigns/{campaign.pk}/pause").status_code == 403
+    upload = BytesIO(b"email\nx@acme.example\n")
+    upload.name = "leads.csv"
+    assert viewer.post(f"/campaigns/{campaign.pk}/leads", {"file": upload}).status_code == 403
+    assert not Lead.objects.exists()
+    # A dry run is reading; a live one is refused without the change permission.
+    viewer.post(f"/campaigns/{campaign.pk}/run", {"dry_run": "", "confirmed": "yes"})
+    assert Campaign.objects.get().active and not campaign.attempts.exists()
+
+
+def test_a_live_run_needs_the_confirmation(operator, smtp_server):
+    campaign = CampaignFactory()
+    LeadFactory(campaign=campaign)
+    response = operator.post(f"/campaigns/{campaign.pk}/run", {"confirmed": ""}, follow=True)
+    assert "Live run not confirmed" in response.content.decode()
+    assert smtp_server.messages == []
+    operator.post(f"/campaigns/{campaign.pk}/run", {"confirmed": "yes"})
+    assert len(smtp_server.messages) == 1
+
+
+def test_the_leads_page_filters_searches_and_reports_an_upload(operator):
+    campaign = CampaignFactory()
+    LeadFactory(campaign=campaign, email="ann@acme.example", company="Acme")
+    LeadFactory(campaign=campaign, email="bob@zeta.example", company="Zeta", status=Lead.Status.CONTACTED)
+    page = operator.get(f"/campaigns/{campaign.pk}/leads?status=CONTACTED").content.decode()
+    assert "bob@zeta.example" in page and "ann@acme.example" not in page
+    page = operator.get(f"/campaigns/{campaign.pk}/leads?q=acme").content.decode()
+    assert "ann@acme.example" in page and "bob@zeta.example" not in page
+
+    upload = BytesIO(b"email,first_name\nnew@acme.example,New\nbroken,Bad\nann@acme.example,Ann\n")
+    upload.name = "more.csv"
+    page = operator.post(f"/campaigns/{campaign.pk}/leads", {"file": upload}, follow=True).content.decode()
+    assert 'data-report="imported">1<' in page and 'data-report="rejected">1<' in page
+    assert "already in this campaign" in page and "invalid email" in page
+
+
+def page_queries(client, url) -> int:
+    with CaptureQueriesContext(connection) as captured:
+        assert client.get(url).status_code == 200
+    return len(captured)
+
+
+def test_the_dashboard_costs_the_same_for_2_or_30_campaigns(operator):
+    for _ in range(2):
+        LeadFactory(campaign=CampaignFactory())
+    few = page_queries(operator, "/")
+    for _ in range(28):
+        LeadFactory.create_batch(2, campaign=CampaignFactory())
+    assert page_queries(operator, "/") == few
+
+
+def test_a_campaign_page_costs_the_same_for_3_or_150_leads_and_attempts(operator):
+    campaign = CampaignFactory()
+    for lead in LeadFactory.create_batch(3, campaign=campaign):
+        OutreachAttemptFactory(lead=lead)
+    few = page_queries(operator, f"/campaigns/{campaign.pk}")
+    for lead in LeadFactory.create_batch(147, campaign=campaign):
+        OutreachAttemptFactory(lead=lead)
+    assert page_queries(operator, f"/campaigns/{campaign.pk}") == few
+
+
+def test_the_admin_actions_call_the_services(operator, smtp_server):
+    campaign = CampaignFactory(name="Admin run")
+    lead = LeadFactory(campaign=campaign)
+    url = "/admin/campaigns/campaign/"
+
+    page = operator.post(url, {"action": "run_dry_cycle", "_selected_action": [campaign.pk]}, follow=True)
+    assert "Admin run: discovered 0, enriched 0, would send 1" in page.content.decode()
+    assert smtp_server.messages == []
+    operator.post(url, {"action": "pause_campaigns", "_selected_action": [campaign.pk]})
+    campaign.refresh_from_db()
+    assert not campaign.active and campaign.pause_reason == "paused by op"
+    operator.post(url, {"action": "resume_campaigns", "_selected_action": [campaign.pk]})
+    campaign.refresh_from_db()
+    assert campaign.active and campaign.resumed_at
+    operator.post("/admin/leads/lead/", {"action": "mark_do_not_contact", "_selected_action": [lead.pk]})
+    lead.refresh_from_db()
+    assert lead.do_not_contact and lead.next_action_at is None
+
+
+@pytest.mark.parametrize("url", ["/admin/leads/lead/", "/admin/outreach/outreachattempt/", "/admin/leads/leadsource/",
+                                 "/admin/campaigns/campaign/", "/admin/outreach/suppression/"])
+def test_admin_lists_cost_the_same_for_few_or_many_rows(operator, url):
+    for lead in LeadFactory.create_batch(2):
+        OutreachAttemptFactory(lead=lead)
+    few = page_queries(operator, url)
+    for lead in LeadFactory.create_batch(40):
+        OutreachAttemptFactory(lead=lead)
+    assert page_queries(operator, url) == few

@@ -1,0 +1,161 @@
+"""The operator console: dashboard, campaign detail (with its actions) and the create form.
+
+Views are thin: they read through the services and selectors, and write only through the same
+services as the API and the admin.
+"""
+
+from django import forms
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required, permission_required
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_POST
+
+from campaigns.cycle import cycle_run
+from campaigns.models import CHANNELS, Campaign
+from campaigns.services import (
+    EDITABLE_FIELDS,
+    campaign_create,
+    campaign_metrics,
+    campaign_pause,
+    campaign_resume,
+    metrics_aggregates,
+)
+from leads.models import Lead
+from outreach.models import OutreachAttempt
+from outreach.services import outreach_today, sends_per_day
+
+FUNNEL = [Lead.Status.NEW, Lead.Status.ENRICHED, Lead.Status.CONTACTED, Lead.Status.REPLIED,
+          Lead.Status.QUALIFIED, Lead.Status.LOST]
+
+
+def mail_mode() -> str:
+    """Where a live run's mail would go, shown on every page."""
+    if settings.EMAIL_HOST:
+        return f"SMTP {settings.EMAIL_HOST}:{settings.EMAIL_PORT}"
+    return "files in var/mail (nothing leaves this machine)"
+
+
+def _percent(part: int, whole: int) -> float:
+    return round(100 * part / whole, 1) if whole else 0.0
+
+
+@login_required
+def dashboard(request):
+    campaigns = list(Campaign.objects.annotate(**metrics_aggregates("leads__")).order_by("-active", "-created_at"))
+    for campaign in campaigns:
+        campaign.progress = min(_percent(campaign.qualified_leads, campaign.target_clients), 100)
+    totals = {
+        "campaigns": len(campaigns),
+        "active": sum(c.active for c in campaigns),
+        "leads": sum(c.total_leads for c in campaigns),
+        "qualified": sum(c.qualified_leads for c in campaigns),
+    }
+    return render(request, "console/dashboard.html", {"campaigns": campaigns, "totals": totals})
+
+
+@login_required
+def campaign_detail(request, pk):
+    campaign = get_object_or_404(Campaign, pk=pk)
+    now = timezone.now()
+    metrics = campaign_metrics(campaign=campaign)
+    counts = metrics.as_dict()
+    widest = max([counts[f"{status.lower()}_leads"] for status in FUNNEL] + [1])
+    funnel = [
+        {"status": status, "label": status.label, "count": counts[f"{status.lower()}_leads"],
+         "width": _percent(counts[f"{status.lower()}_leads"], widest)}
+        for status in FUNNEL
+    ]
+    days = sends_per_day(campaign=campaign, now=now)
+    tallest = max([d["sent"] + d["failed"] for d in days] + [1])
+    for i, day in enumerate(days):  # bar geometry in the chart's 280 × 100 drawing area
+        day["x"], day["label_x"] = i * 20 + 3, i * 20 + 10
+        day["sent_h"] = round(100 * day["sent"] / tallest, 1)
+        day["failed_h"] = round(100 * day["failed"] / tallest, 1)
+        day["sent_y"] = round(100 - day["sent_h"], 1)
+        day["failed_y"] = round(day["sent_y"] - day["failed_h"], 1)
+    attempts = OutreachAttempt.objects.filter(campaign=campaign).select_related("lead").order_by("-created_at", "-id")[:15]
+    return render(request, "console/campaign_detail.html", {
+        "campaign": campaign,
+        "metrics": metrics,
+        "progress": min(_percent(metrics.qualified_leads, campaign.target_clients), 100),
+        "funnel": funnel,
+        "days": days,
+        "tallest": tallest,
+        "today": outreach_today(campaign=campaign, now=now),
+        "attempts": attempts,
+        "result": request.session.pop(f"cycle_result_{campaign.pk}", None),
+    })
+
+
+class CampaignForm(forms.ModelForm):
+    """The API's rules (model validators), with errors shown next to their fields."""
+
+    channels_enabled = forms.MultipleChoiceField(
+        choices=[(c, c.title()) for c in CHANNELS], initial=["email"], widget=forms.CheckboxSelectMultiple,
+        label="Channels",
+    )
+
+    class Meta:
+        model = Campaign
+        fields = list(EDITABLE_FIELDS)
+        widgets = {"description": forms.Textarea(attrs={"rows": 3})}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, label_suffix="", **kwargs)
+
+
+@login_required
+@permission_required("campaigns.add_campaign", raise_exception=True)
+def campaign_new(request):
+    form = CampaignForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        campaign = campaign_create(data=form.cleaned_data, now=timezone.now())
+        messages.success(request, f"Campaign “{campaign.name}” created. Add leads to get it going.")
+        return redirect("campaign-detail", pk=campaign.pk)
+    return render(request, "console/campaign_form.html", {"form": form})
+
+
+@require_POST
+@login_required
+@permission_required("campaigns.change_campaign", raise_exception=True)
+def campaign_pause_view(request, pk):
+    campaign = get_object_or_404(Campaign, pk=pk)
+    campaign_pause(campaign=campaign, reason=f"paused by {request.user}", now=timezone.now())
+    messages.success(request, "Campaign paused: no cycle will touch it until you resume it.")
+    return redirect("campaign-detail", pk=pk)
+
+
+@require_POST
+@login_required
+@permission_required("campaigns.change_campaign", raise_exception=True)
+def campaign_resume_view(request, pk):
+    campaign = get_object_or_404(Campaign, pk=pk)
+    campaign_resume(campaign=campaign, now=timezone.now())
+    messages.success(request, "Campaign resumed.")
+    return redirect("campaign-detail", pk=pk)
+
+
+@require_POST
+@login_required
+@permission_required("campaigns.view_campaign", raise_exception=True)
+def campaign_run(request, pk):
+    """A dry run unless the box was unticked and the live run confirmed (the page asks)."""
+    campaign = get_object_or_404(Campaign, pk=pk)
+    dry_run = request.POST.get("dry_run") == "on"
+    if not dry_run:
+        if not request.user.has_perm("campaigns.change_campaign"):
+            messages.error(request, "A live run needs the permission to change campaigns.")
+            return redirect("campaign-detail", pk=pk)
+        if request.POST.get("confirmed") != "yes":
+            messages.error(request, "Live run not confirmed: nothing was sent.")
+            return redirect("campaign-detail", pk=pk)
+    result = cycle_run(campaign=campaign, now=timezone.now(), dry_run=dry_run).as_dict()
+    request.session[f"cycle_result_{pk}"] = result
+    if result["errors"]:
+        messages.warning(request, f"Cycle finished with {len(result['errors'])} error(s): see the result below.")
+    else:
+        verb = "would send" if dry_run else "sent"
+        messages.success(request, f"{'Dry run' if dry_run else 'Live run'} done: {verb} {result['outreach_sent']}.")
+    return redirect("campaign-detail", pk=pk)
