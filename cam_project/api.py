@@ -3,8 +3,9 @@
 import logging
 
 from django.http import JsonResponse
+from django.views.defaults import bad_request as django_bad_request
 from django.views.defaults import page_not_found, server_error
-from rest_framework import exceptions, permissions, serializers
+from rest_framework import exceptions, parsers, permissions, serializers
 from rest_framework.pagination import PageNumberPagination
 
 from leads.services import InvalidTransition
@@ -43,6 +44,16 @@ def query_param(request, name: str, *, choices=None, max_length: int = 200) -> s
         raise exceptions.ValidationError({name: exc.detail}) from None
 
 
+class JSONParser(parsers.JSONParser):
+    """DRF's parser, and a body nested too deep for Python's recursion limit is a 400 too."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise exceptions.ParseError("JSON parse error - nested too deeply") from None
+
+
 class Pagination(PageNumberPagination):
     page_size = 50
     page_size_query_param = "page_size"
@@ -72,6 +83,13 @@ class IdConverter:
 
 def _is_api(request) -> bool:
     return request.path.startswith("/api/")
+
+
+def bad_request(request, exception=None):
+    """Django refused the request before any view (body too large, bad Host header)."""
+    if _is_api(request):
+        return JsonResponse({"detail": f"Bad request: {exception or 'refused'}"}, status=400)
+    return django_bad_request(request, exception)
 
 
 def not_found(request, exception=None):

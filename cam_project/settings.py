@@ -132,7 +132,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["cam_project.api.ModelPermissions"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["cam_project.api.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "cam_project.api.exception_handler",
 }
@@ -142,6 +142,7 @@ SPECTACULAR_SETTINGS = {
     "`Authorization: Token <key>` (manage.py drf_create_token USER) or a session.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
     "SWAGGER_UI_DIST": "SIDECAR",  # served from static files: the machine may be offline
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
@@ -214,7 +215,9 @@ LOGGING = {
     "loggers": {
         app: {"handlers": ["console"], "level": CAM_LOG_LEVEL, "propagate": False}
         for app in ("campaigns", "leads", "outreach")
-    },
+    }
+    # Server errors with their tracebacks.
+    | {"django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False}},
 }
 
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)

@@ -43,5 +43,6 @@ urlpatterns = [
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),
 ]
 
+handler400 = "cam_project.api.bad_request"
 handler404 = "cam_project.api.not_found"
 handler500 = "cam_project.api.internal_error"

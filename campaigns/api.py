@@ -5,6 +5,7 @@ from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import permissions, serializers, status
+from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -19,7 +20,10 @@ from campaigns.services import (
     campaign_resume,
     campaign_update,
     metrics_aggregates,
+    metrics_from_counts,
 )
+
+METRIC_COUNTS = tuple(metrics_aggregates())
 from outreach.services import outreach_today
 
 class CampaignListSerializer(serializers.ModelSerializer):
@@ -32,12 +36,18 @@ class CampaignListSerializer(serializers.ModelSerializer):
         model = Campaign
         fields = ["id", "name", "active", "target_niche", "service_key", "target_clients", "current_leads",
                   "qualified_leads", "conversion_rate", "goal_progress"]
+        read_only_fields = fields
 
     def get_conversion_rate(self, campaign) -> float:
-        return round(campaign.qualified_leads / campaign.total_leads, 4) if campaign.total_leads else 0.0
+        return _metrics(campaign).conversion_rate
 
     def get_goal_progress(self, campaign) -> float:
-        return round(campaign.qualified_leads / campaign.target_clients, 4) if campaign.target_clients else 0.0
+        return _metrics(campaign).goal_progress
+
+
+def _metrics(campaign):
+    """The metrics of a campaign annotated with metrics_aggregates("leads__")."""
+    return metrics_from_counts({name: getattr(campaign, name) for name in METRIC_COUNTS}, campaign.target_clients)
 
 
 class CampaignWriteSerializer(serializers.ModelSerializer):
@@ -61,6 +71,7 @@ class MetricsSerializer(serializers.Serializer):
     replied_leads = serializers.IntegerField()
     qualified_leads = serializers.IntegerField()
     lost_leads = serializers.IntegerField()
+    ever_contacted = serializers.IntegerField(help_text="Leads that got at least one email, whatever their status now.")
     conversion_rate = serializers.FloatField()
     goal_progress = serializers.FloatField()
 
@@ -75,6 +86,7 @@ class TodayOutreachSerializer(serializers.Serializer):
 
 
 class CampaignDetailSerializer(serializers.ModelSerializer):
+    channels_enabled = serializers.ListField(child=serializers.ChoiceField(choices=CHANNELS), read_only=True)
     metrics = serializers.SerializerMethodField()
     today_outreach = serializers.SerializerMethodField()
 
@@ -84,6 +96,7 @@ class CampaignDetailSerializer(serializers.ModelSerializer):
                   "target_mrr", "channels_enabled", "max_emails_per_day", "created_at", "paused_at", "pause_reason",
                   "sender_name", "sender_email", "qualification_threshold", "max_attempts_per_lead",
                   "metrics", "today_outreach"]
+        read_only_fields = fields
 
     @extend_schema_field(MetricsSerializer)
     def get_metrics(self, campaign) -> dict:
@@ -199,9 +212,12 @@ class CampaignRunCycleView(APIView):
     )
     def post(self, request, pk):
         require_perm(request, "campaigns.view_campaign")
+        campaign = get_object_or_404(Campaign, pk=pk)
+        if len(request.query_params.getlist("dry_run")) > 1:
+            # ?dry_run=true&dry_run=false must not quietly send email.
+            raise ValidationError({"dry_run": ["Give dry_run once."]})
         query = RunCycleQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
-        campaign = get_object_or_404(Campaign, pk=pk)
         dry_run = query.validated_data["dry_run"]
         if not dry_run:
             require_perm(request, "campaigns.change_campaign")

@@ -3,17 +3,17 @@
 from django.db.models import Q
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, PolymorphicProxySerializer, extend_schema, inline_serializer
 from rest_framework import generics, serializers, status
 from rest_framework.exceptions import ValidationError
-from rest_framework.parsers import JSONParser, MultiPartParser
+from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 
-from cam_project.api import Pagination, query_param
+from cam_project.api import JSONParser, Pagination, query_param
 from campaigns.models import Campaign
 from leads.models import Lead
-from leads.rows import LeadFileError, RowProblem, csv_rows, lead_row_clean, mapping_rows
-from leads.services import ENRICHABLE_FIELDS, STAFF_STATUSES, leads_insert, lead_update
+from leads.rows import LEAD_FIELDS, LeadFileError, csv_rows, mapping_rows
+from leads.services import STAFF_STATUSES, lead_update, leads_insert
 from leads.sources import lead_text
 
 MAX_LEADS_PER_REQUEST = 10_000
@@ -71,21 +71,16 @@ class ImportReportSerializer(serializers.Serializer):
 
 
 LEADS_REQUEST = {
-    "application/json": {"oneOf": [
-        {"$ref": "#/components/schemas/LeadInputRequest"},
-        {"type": "array", "items": {"$ref": "#/components/schemas/LeadInputRequest"},
-         "maxItems": MAX_LEADS_PER_REQUEST},
-    ]},
-    "multipart/form-data": {
-        "type": "object", "properties": {"file": {"type": "string", "format": "binary"}}, "required": ["file"],
-    },
+    "application/json": PolymorphicProxySerializer(
+        component_name="LeadsToAdd",
+        serializers=[LeadInputSerializer, LeadInputSerializer(many=True)],
+        resource_type_field_name=None,
+        many=False,
+    ),
+    "multipart/form-data": inline_serializer("LeadsFile", {"file": serializers.FileField()}),
 }
 
 
-@extend_schema(parameters=[
-    OpenApiParameter("status", str, enum=list(Lead.Status.values), description="Only leads in this status"),
-    OpenApiParameter("search", str, description="Part of the email, name, company or job title"),
-])
 class CampaignLeadsView(generics.ListAPIView):
     serializer_class = LeadSerializer
     pagination_class = Pagination
@@ -104,7 +99,10 @@ class CampaignLeadsView(generics.ListAPIView):
                                  | Q(company__icontains=term) | Q(job_title__icontains=term))
         return leads
 
-    @extend_schema(summary="A campaign's leads, best score first")
+    @extend_schema(summary="A campaign's leads, best score first", parameters=[
+        OpenApiParameter("status", str, enum=list(Lead.Status.values), description="Only leads in this status"),
+        OpenApiParameter("search", str, description="Part of the email, name, company or job title"),
+    ])
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
 
@@ -128,16 +126,14 @@ class CampaignLeadsView(generics.ListAPIView):
         elif isinstance(request.data, list):
             if len(request.data) > MAX_LEADS_PER_REQUEST:
                 raise ValidationError({"non_field_errors": [f"At most {MAX_LEADS_PER_REQUEST} leads per request."]})
-            report = leads_insert(campaign=campaign, rows=_json_rows(request.data), now=now)
+            report = leads_insert(campaign=campaign, rows=mapping_rows(request.data), now=now)
         elif isinstance(request.data, dict):
-            lead = LeadInputSerializer(data=request.data)
-            lead.is_valid(raise_exception=True)
-            row = lead_row_clean(1, lead.validated_data, lead.validated_data.get("extra"))
-            if isinstance(row, RowProblem):
-                raise ValidationError({_field_of(row.reason): [row.reason]})
-            report = leads_insert(campaign=campaign, rows=[row], now=now)
+            # One lead: DRF's field errors first, then the same row rules as a list or a file.
+            LeadInputSerializer(data=request.data).is_valid(raise_exception=True)
+            report = leads_insert(campaign=campaign, rows=mapping_rows([request.data]), now=now)
             if report.rejected:
-                raise ValidationError({"email": [report.rejected[0].reason]})
+                reason = report.rejected[0].reason
+                raise ValidationError({_field_of(reason): [reason]})
             if report.duplicates:
                 return Response(report.as_dict(), status=status.HTTP_409_CONFLICT)
         else:
@@ -146,26 +142,12 @@ class CampaignLeadsView(generics.ListAPIView):
         return Response(report.as_dict(), status=code)
 
 
-def _json_rows(items: list):
-    for number, item in enumerate(items, start=1):
-        if isinstance(item, dict):
-            yield from mapping_rows([_flatten(item)], first_line=number)
-        else:
-            yield RowProblem(number, "", "not a JSON object")
-
-
-def _flatten(item: dict) -> dict:
-    """A JSON list item's `extra` fields join its other unmapped fields."""
-    extra = item.get("extra")
-    flat = {key: value for key, value in item.items() if key != "extra" and not isinstance(value, (dict, list))}
-    if isinstance(extra, dict):
-        flat.update({key: value for key, value in extra.items() if not isinstance(value, (dict, list))})
-    return flat
-
-
 def _field_of(reason: str) -> str:
-    field = reason.split(" ", 1)[0]
-    return field if field in ENRICHABLE_FIELDS else "email"
+    """The request field a row problem is about (the reasons start with it)."""
+    first = reason.split(" ", 1)[0]
+    if first in LEAD_FIELDS or first == "extra":
+        return first
+    return "non_field_errors" if first == "contains" else "email"
 
 
 class LeadDetailView(generics.GenericAPIView):

@@ -28,6 +28,8 @@ FIELD_ALIASES: dict[str, tuple[str, ...]] = {
 }
 LEAD_FIELDS = tuple(FIELD_ALIASES)
 DELIMITERS = (",", ";", "\t", "|")
+# Extra (unmapped) fields kept with a lead.
+MAX_EXTRA_KEY, MAX_EXTRA_VALUE = 100, 2000
 
 
 def _header_key(name: str) -> str:
@@ -86,6 +88,10 @@ def lead_row_clean(line: int, values: dict[str, str], extra: dict[str, str] | No
     if any("\x00" in text for text in (*values.values(), *extra, *extra.values())):
         # A NUL byte is a sign of a broken export, and PostgreSQL cannot store one.
         return RowProblem(line, email_normalise(values.get("email", "")).replace("\x00", ""), "contains a NUL character")
+    for key, value in extra.items():
+        if len(key) > MAX_EXTRA_KEY or len(value) > MAX_EXTRA_VALUE:
+            return RowProblem(line, email_normalise(values.get("email", "")),
+                              f"extra field {key[:40]!r} is too long ({MAX_EXTRA_KEY} for a name, {MAX_EXTRA_VALUE} for a value)")
     email = email_normalise(values.get("email", ""))
     if not email:
         return RowProblem(line, "", "missing email")
@@ -153,14 +159,27 @@ def csv_rows(stream: TextIO) -> Iterator[LeadRow | RowProblem]:
 
 
 def mapping_rows(records: Iterable[dict], first_line: int = 1) -> Iterator[LeadRow | RowProblem]:
-    """Rows from dicts (API payloads, Apollo results): known fields by alias, the rest as extra."""
+    """Rows from JSON objects (API payloads, API sources): known fields by alias, anything else,
+    and whatever is under "extra", kept as extra. Line numbers count the records from
+    `first_line`. A record that is not an object, or gives a lead field as a list or object,
+    is a bad row."""
     for line, record in enumerate(records, start=first_line):
-        values, extra = {}, {}
-        for key, value in record.items():
-            column = _ALIAS_TO_FIELD.get(_header_key(str(key)))
+        if not isinstance(record, dict):
+            yield RowProblem(line, "", "not a JSON object")
+            continue
+        values, extra, problem = {}, {}, None
+        nested = record.get("extra")
+        if nested is not None and not isinstance(nested, dict):
+            problem = "extra must be an object"
+        for key, value in [*((k, v) for k, v in record.items() if k != "extra"), *(nested or {}).items()]:
+            column = _ALIAS_TO_FIELD.get(_header_key(str(key))) if key in record and key != "extra" else None
+            if isinstance(value, (dict, list)):
+                problem = problem or f"{key} must be text, not {type(value).__name__}"
+                continue
             text = "" if value is None else str(value)
             if column:
                 values.setdefault(column, text)
             elif text.strip():
                 extra[str(key)] = text.strip()
-        yield lead_row_clean(line, values, extra)
+        email = email_normalise(str(values.get("email", "")))
+        yield RowProblem(line, email, problem) if problem else lead_row_clean(line, values, extra)

@@ -204,7 +204,7 @@ def lead_update(*, lead: Lead, data: dict, now: datetime) -> Lead:
         lead.tags = tags
         if lead.do_not_contact:
             _stop(lead, "tagged do_not_contact")
-        elif removed_dnc and lead.stopped_reason == "tagged do_not_contact" and lead.status in DUE_STATUSES:
+        elif removed_dnc and lead.stopped_reason == "tagged do_not_contact" and lead.status in (Status.NEW, *DUE_STATUSES):
             lead.next_action_at, lead.stopped_reason = now, ""
     status = data.get("status")
     if status == Status.REPLIED and lead.status != Status.REPLIED:
@@ -292,8 +292,17 @@ def _insert_batch(campaign, batch, now, source, report, limit) -> None:
                 )
             )
     # ignore_conflicts: a concurrent insert of the same address is a duplicate, not an error.
+    # What this call inserted is told apart by its created_at (`now`), to the microsecond.
     Lead.objects.bulk_create(new, ignore_conflicts=True)
-    report.imported += len(new)
+    inserted = set(
+        Lead.objects.filter(campaign=campaign, email__in=[lead.email for lead in new], created_at=now)
+        .values_list("email", flat=True)
+    ) if new else set()
+    by_email = {row.email: row for row in batch}
+    for lead in new:
+        if lead.email not in inserted:
+            report.duplicates.append(RowProblem(by_email[lead.email].line, lead.email, "already in this campaign"))
+    report.imported += len(inserted)
 
 
 def leads_import_csv(*, campaign: Campaign, path: str | Path, now: datetime) -> ImportReport:

@@ -33,5 +33,5 @@ class SuppressionAdmin(admin.ModelAdmin):
             super().save_model(request, obj, form, change)
         else:
             # Through the service, so the address's leads stop at once.
-            saved = suppression_add(email=obj.email, reason=obj.reason, note=obj.note, now=timezone.now())
+            saved, _ = suppression_add(email=obj.email, reason=obj.reason, note=obj.note, now=timezone.now())
             obj.pk, obj.email = saved.pk, saved.email

@@ -78,10 +78,9 @@ class SuppressionsView(generics.ListAPIView):
     def post(self, request):
         body = SuppressionSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        existed = Suppression.objects.filter(email=body.validated_data["email"]).exists()
-        suppression = suppression_add(now=timezone.now(), **body.validated_data)
+        suppression, created = suppression_add(now=timezone.now(), **body.validated_data)
         return Response(SuppressionSerializer(suppression).data,
-                        status=status.HTTP_200_OK if existed else status.HTTP_201_CREATED)
+                        status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
     @extend_schema(parameters=[OpenApiParameter("email", str, required=True)], request=None, responses={204: None},
                    operation_id="cam_suppressions_destroy_by_email",

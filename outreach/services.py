@@ -106,16 +106,20 @@ def sends_per_day(*, campaign: Campaign, now: datetime, days: int = 14) -> list[
 # --- suppression -------------------------------------------------------------------------------
 
 
-def suppression_add(*, email: str, reason: str = Suppression.Reason.MANUAL, note: str = "", now: datetime) -> Suppression:
-    """Suppress an address everywhere: no campaign adds it again, and its leads stop at once."""
+@transaction.atomic
+def suppression_add(
+    *, email: str, reason: str = Suppression.Reason.MANUAL, note: str = "", now: datetime
+) -> tuple[Suppression, bool]:
+    """Suppress an address everywhere: no campaign adds it again, and its leads stop at once.
+    Returns (suppression, created)."""
     email = email_normalise(email)
-    suppression, _ = Suppression.objects.get_or_create(
+    suppression, created = Suppression.objects.get_or_create(
         email=email, defaults={"reason": reason, "note": note, "created_at": now}
     )
     Lead.objects.filter(email=email, next_action_at__isnull=False).update(
         next_action_at=None, stopped_reason="address is on the suppression list", updated_at=now
     )
-    return suppression
+    return suppression, created
 
 
 def suppression_remove(*, suppression: Suppression) -> None:
