@@ -141,3 +141,37 @@ def test_an_operator_runs_a_campaign_from_the_console(page, live_server):
     shot(page, "08-dashboard-phone")
     page.goto(f"/campaigns/{campaign.pk}")
     shot(page, "09-detail-phone")
+
+
+def test_a_newcomer_finds_the_demo_campaign_and_sees_what_a_dry_run_would_send(browser, live_server):
+    from io import StringIO
+
+    from django.core.management import call_command
+    from playwright.sync_api import expect
+
+    from campaigns.demo import DEMO_PASSWORD, DEMO_USER
+
+    out = StringIO()
+    call_command("cam_demo", stdout=out)  # what `make demo` runs
+    if f"user '{DEMO_USER}', password '{DEMO_PASSWORD}'" not in out.getvalue():
+        # The demo prints a login only on the embedded SQLite database (the PostgreSQL CI run).
+        get_user_model().objects.create_superuser(DEMO_USER, "demo@example.org", DEMO_PASSWORD)
+    page = browser.new_page(base_url=live_server.url, viewport={"width": 1280, "height": 900})
+
+    page.goto("/")
+    page.get_by_label("Username").fill(DEMO_USER)
+    page.get_by_label("Password").fill(DEMO_PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.get_by_role("link", name="Demo: web design for B2B SaaS").click()
+
+    # The funnel at a glance: all 50 sample leads enriched, none contacted yet.
+    expect(page.locator("[data-funnel=ENRICHED]")).to_have_text("50")
+    expect(page.locator("[data-funnel=CONTACTED]")).to_have_text("0")
+    page.get_by_role("button", name="Run dry-run cycle").click()
+    result = page.locator("#cycle-result")
+    expect(result).to_contain_text("DRY RUN")
+    expect(result.locator("[data-result=outreach_sent]")).to_have_text("20")
+    expect(result.get_by_role("row", name=re.compile("maya.chen@brightloop.example"))).to_contain_text("Idea for BrightLoop")
+    assert mail.outbox == []
+    shot(page, "10-demo-dry-run")
+    page.close()
