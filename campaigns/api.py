@@ -192,7 +192,7 @@ class CycleResultSerializer(serializers.Serializer):
     errors = serializers.ListField(child=serializers.CharField())
     notes = serializers.ListField(child=serializers.CharField())
     leads_lost = serializers.IntegerField()
-    previews = serializers.ListField(child=serializers.DictField(), help_text="Dry run: who would get which subject.")
+    previews = serializers.ListField(child=serializers.DictField(), help_text="Dry run: who would get which step, with its subject and body.")
 
 
 class RunCycleQuery(serializers.Serializer):

@@ -143,6 +143,9 @@ def campaign_resume_view(request, pk):
 def campaign_run(request, pk):
     """A dry run unless the box was unticked and the live run confirmed (the page asks)."""
     campaign = get_object_or_404(Campaign, pk=pk)
+    if not campaign.active:
+        messages.warning(request, "The campaign is paused: resume it to run a cycle.")
+        return redirect("campaign-detail", pk=pk)
     dry_run = request.POST.get("dry_run") == "on"
     if not dry_run:
         if not request.user.has_perm("campaigns.change_campaign"):

@@ -1,6 +1,5 @@
 """Lead endpoints: a campaign's leads (list, add one, a list, or a CSV upload), one lead (edit)."""
 
-from django.db.models import Q
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, PolymorphicProxySerializer, extend_schema, inline_serializer
@@ -13,7 +12,7 @@ from cam_project.api import JSONParser, Pagination, query_param
 from campaigns.models import Campaign
 from leads.models import Lead
 from leads.rows import LEAD_FIELDS, LeadFileError, csv_rows, mapping_rows
-from leads.services import STAFF_STATUSES, lead_update, leads_insert
+from leads.services import STAFF_STATUSES, lead_update, leads_insert, leads_search
 from leads.sources import lead_text
 
 MAX_LEADS_PER_REQUEST = 10_000
@@ -93,15 +92,11 @@ class CampaignLeadsView(generics.ListAPIView):
         wanted = query_param(self.request, "status", choices=Lead.Status.values)
         if wanted:
             leads = leads.filter(status=wanted)
-        term = query_param(self.request, "search").strip()
-        if term:
-            leads = leads.filter(Q(email__icontains=term) | Q(first_name__icontains=term) | Q(last_name__icontains=term)
-                                 | Q(company__icontains=term) | Q(job_title__icontains=term))
-        return leads
+        return leads_search(leads, query_param(self.request, "search"))
 
     @extend_schema(summary="A campaign's leads, best score first", parameters=[
         OpenApiParameter("status", str, enum=list(Lead.Status.values), description="Only leads in this status"),
-        OpenApiParameter("search", str, description="Part of the email, name, company or job title"),
+        OpenApiParameter("search", str, description="Words found in the email, name, company, job title or industry"),
     ])
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from django.db import transaction
+from django.db.models import Q
 
 from campaigns.models import Campaign
 from leads.enrichment import ENRICHERS, EnricherSkipped, email_verify, lead_score
@@ -217,6 +218,19 @@ def lead_update(*, lead: Lead, data: dict, now: datetime) -> Lead:
     lead.updated_at = now
     lead.save()
     return lead
+
+
+SEARCH_FIELDS = ("email", "first_name", "last_name", "company", "job_title", "industry")
+
+
+def leads_search(leads, text: str):
+    """Leads matching every word of `text` in one of their fields ("maya chen", "saas cto")."""
+    for word in text.split()[:10]:
+        match = Q()
+        for name in SEARCH_FIELDS:
+            match |= Q(**{f"{name}__icontains": word})
+        leads = leads.filter(match)
+    return leads
 
 
 # --- insertion, discovery, import --------------------------------------------------------------

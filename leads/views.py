@@ -4,14 +4,13 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db.models import Q
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 
 from campaigns.models import Campaign
 from leads.models import Lead
 from leads.rows import LeadFileError, csv_rows
-from leads.services import leads_insert
+from leads.services import leads_insert, leads_search
 from leads.sources import lead_text
 
 REPORT_ROWS_SHOWN = 100
@@ -27,10 +26,7 @@ def campaign_leads(request, pk):
     leads = Lead.objects.filter(campaign=campaign).order_by("-score", "id")
     if status in Lead.Status.values:
         leads = leads.filter(status=status)
-    if search:
-        leads = leads.filter(Q(email__icontains=search) | Q(first_name__icontains=search)
-                             | Q(last_name__icontains=search) | Q(company__icontains=search)
-                             | Q(job_title__icontains=search))
+    leads = leads_search(leads, search)
     page = Paginator(leads, 50).get_page(request.GET.get("page"))
     return render(request, "console/leads.html", {
         "campaign": campaign, "page": page, "status": status, "search": search,
@@ -55,5 +51,7 @@ def _upload(request, campaign):
     shown["rejected_rows"] = shown["rejected_rows"][:REPORT_ROWS_SHOWN]
     shown["file"] = upload.name
     request.session[f"import_report_{campaign.pk}"] = shown
-    messages.success(request, f"Imported {report.imported} lead(s) from {upload.name}.")
+    level = messages.success if report.imported else messages.warning
+    level(request, f"Imported {report.imported} new lead{'s' if report.imported != 1 else ''} from {upload.name}; "
+                   "they are enriched and scored by the next cycle.")
     return redirect("campaign-leads", pk=campaign.pk)

@@ -362,7 +362,8 @@ def outreach_send_due(
             if remaining <= 0:
                 break
             if qualified_needed is not None and qualified_needed <= 0:
-                result.notes.append("goal met by this cycle: no more outreach")
+                result.notes.append("the goal would be met by this cycle: no more outreach" if dry_run
+                                    else "goal met by this cycle: no more outreach")
                 break
             handled += 1
             outcome = run.one(lead)
@@ -424,9 +425,10 @@ class _Run:
         if self.dry_run:
             result.sent += 1
             if len(result.previews) < PREVIEW_LIMIT:
-                result.previews.append(
-                    {"lead_id": lead.pk, "email": lead.email, "step": step.position, "subject": message.subject}
-                )
+                result.previews.append({
+                    "lead_id": lead.pk, "email": lead.email, "step": step.position,
+                    "subject": message.subject, "body": message.body,
+                })
             return QUALIFIED if lead_qualifies(lead=lead, campaign=self.campaign) else Status.SENT
         return self._send(lead, step, message)
 

@@ -166,3 +166,20 @@ def test_admin_lists_cost_the_same_for_few_or_many_rows(operator, url):
     for lead in LeadFactory.create_batch(40):
         OutreachAttemptFactory(lead=lead)
     assert page_queries(operator, url) == few
+
+
+def test_search_matches_every_word_across_name_company_title_and_industry(operator, client):
+    campaign = CampaignFactory()
+    LeadFactory(campaign=campaign, email="m@brightloop.example", first_name="Maya", last_name="Chen", industry="SaaS")
+    LeadFactory(campaign=campaign, email="z@other.example", first_name="Zoe", last_name="Chen", industry="Retail")
+    page = operator.get(f"/campaigns/{campaign.pk}/leads?q=maya+chen").content.decode()
+    assert "m@brightloop.example" in page and "z@other.example" not in page
+    api = operator.get(f"/api/cam/campaigns/{campaign.pk}/leads?search=saas").json()
+    assert [lead["email"] for lead in api["results"]] == ["m@brightloop.example"]
+
+
+def test_a_paused_campaign_is_not_run_from_the_console(operator):
+    campaign = CampaignFactory(active=False, pause_reason="holiday")
+    LeadFactory(campaign=campaign)
+    page = operator.post(f"/campaigns/{campaign.pk}/run", {"dry_run": "on"}, follow=True).content.decode()
+    assert "resume it to run a cycle" in page and 'id="cycle-result"' not in page

@@ -21,7 +21,7 @@ class Command(BaseCommand):
         login = demo_login()
         if login:
             self.stdout.write(
-                f"\nAdmin: http://127.0.0.1:8000/admin/ (run `make serve`), user '{login[0]}', "
+                f"\nConsole: http://127.0.0.1:8000/ (run `make serve`), user '{login[0]}', "
                 f"password '{login[1]}' (a demo login on the local SQLite database only)."
             )
         else:
