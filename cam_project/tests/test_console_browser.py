@@ -2,7 +2,6 @@
 create a campaign (after a validation error), upload leads, run a dry-run cycle and a confirmed
 live one, pause and resume. Screenshots of each page go to artifacts/screenshots/."""
 
-import os
 import re
 import shutil
 from pathlib import Path

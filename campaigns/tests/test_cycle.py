@@ -88,7 +88,7 @@ def test_one_campaign_failing_never_stops_the_others(monkeypatch, smtp_server, n
     broken = CampaignFactory(name="broken")
     MessageStepFactory(campaign=broken, position=1, body_template="{% if %}")
     LeadFactory(campaign=broken, next_action_at=now)
-    exploding = CampaignFactory(name="exploding")
+    CampaignFactory(name="exploding")
     healthy = CampaignFactory(name="healthy")
     LeadFactory(campaign=healthy, next_action_at=now, score=0.5)
     CampaignFactory(name="paused", active=False)
