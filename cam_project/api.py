@@ -25,6 +25,12 @@ class ModelPermissions(permissions.DjangoModelPermissions):
     }
 
 
+def run_permissions(dry_run: bool) -> tuple[str, ...]:
+    """A dry run discovers and enriches leads for real, so it needs to add leads; a live run
+    sends email, so it needs to change the campaign."""
+    return ("campaigns.view_campaign", "leads.add_lead") if dry_run else ("campaigns.view_campaign", "campaigns.change_campaign")
+
+
 def require_perm(request, perm: str) -> None:
     """For actions whose permission is not the method's (a live run needs change_campaign)."""
     if not request.user.has_perm(perm):

@@ -36,19 +36,19 @@ class CampaignAdmin(admin.ModelAdmin):
                                  "qualification_threshold", "sender_name", "sender_email")}),
     )
 
-    @admin.action(description="Pause selected campaigns")
+    @admin.action(permissions=["change"], description="Pause selected campaigns")
     def pause_campaigns(self, request, queryset):
         for campaign in queryset:
             campaign_pause(campaign=campaign, reason=f"paused by {request.user}", now=timezone.now())
         self.message_user(request, f"Paused {queryset.count()} campaign(s).", messages.SUCCESS)
 
-    @admin.action(description="Resume selected campaigns")
+    @admin.action(permissions=["change"], description="Resume selected campaigns")
     def resume_campaigns(self, request, queryset):
         for campaign in queryset:
             campaign_resume(campaign=campaign, now=timezone.now())
         self.message_user(request, f"Resumed {queryset.count()} campaign(s).", messages.SUCCESS)
 
-    @admin.action(description="Run a dry-run cycle (sends nothing)")
+    @admin.action(permissions=["change"], description="Run a dry-run cycle (sends nothing)")
     def run_dry_cycle(self, request, queryset):
         for campaign in queryset:
             result = cycle_run(campaign=campaign, now=timezone.now(), dry_run=True)

@@ -9,7 +9,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from cam_project.api import require_perm
+from cam_project.api import require_perm, run_permissions
 from campaigns.cycle import cycle_run
 from campaigns.models import CHANNELS, Campaign
 from campaigns.services import (
@@ -206,7 +206,8 @@ class CampaignRunCycleView(APIView):
     @extend_schema(
         request=None,
         parameters=[OpenApiParameter("dry_run", OpenApiTypes.BOOL, default=True,
-                                     description="false sends real email and needs campaigns.change_campaign")],
+                                     description="true needs leads.add_lead (a dry run discovers leads); false sends real email and "
+                                                 "needs campaigns.change_campaign")],
         responses=CycleResultSerializer,
         summary="Run one cycle of the campaign now (dry run unless dry_run=false)",
     )
@@ -219,6 +220,6 @@ class CampaignRunCycleView(APIView):
         query = RunCycleQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
         dry_run = query.validated_data["dry_run"]
-        if not dry_run:
-            require_perm(request, "campaigns.change_campaign")
+        for perm in reversed(run_permissions(dry_run)):
+            require_perm(request, perm)
         return Response(cycle_run(campaign=campaign, now=timezone.now(), dry_run=dry_run).as_dict())

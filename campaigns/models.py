@@ -12,6 +12,8 @@ CHANNELS = ("email", "linkedin", "phone")
 def validate_channels(value) -> None:
     if not isinstance(value, list) or not all(isinstance(c, str) for c in value):
         raise ValidationError("Channels must be a list of names.")
+    if not value:
+        raise ValidationError("Choose at least one channel.")
     unknown = sorted(set(value) - set(CHANNELS))
     if unknown:
         raise ValidationError(

@@ -45,7 +45,10 @@ def campaign_update(*, campaign: Campaign, data: dict) -> Campaign:
 
 @transaction.atomic
 def campaign_pause(*, campaign: Campaign, reason: str, now: datetime) -> Campaign:
-    """Stop all cycles of the campaign until it is resumed; the reason is kept for staff."""
+    """Stop all cycles of the campaign until it is resumed; the reason is kept for staff.
+    Pausing a paused campaign keeps its first reason (e.g. "goal met")."""
+    if not campaign.active:
+        return campaign
     campaign.active = False
     campaign.paused_at = now
     campaign.pause_reason = reason[:300]
@@ -55,7 +58,10 @@ def campaign_pause(*, campaign: Campaign, reason: str, now: datetime) -> Campaig
 
 @transaction.atomic
 def campaign_resume(*, campaign: Campaign, now: datetime) -> Campaign:
-    """Staff resuming a campaign overrule the failing-campaign rules for RESUME_GRACE."""
+    """Staff resuming a paused campaign overrule the failing-campaign rules for RESUME_GRACE;
+    resuming an active campaign changes nothing."""
+    if campaign.active:
+        return campaign
     campaign.active = True
     campaign.paused_at = None
     campaign.pause_reason = ""

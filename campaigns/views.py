@@ -12,6 +12,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
+from cam_project.api import run_permissions
 from campaigns.cycle import cycle_run
 from campaigns.models import CHANNELS, Campaign
 from campaigns.services import (
@@ -42,6 +43,7 @@ def _percent(part: int, whole: int) -> float:
 
 
 @login_required
+@permission_required("campaigns.view_campaign", raise_exception=True)
 def dashboard(request):
     campaigns = list(Campaign.objects.annotate(**metrics_aggregates("leads__")).order_by("-active", "-created_at"))
     for campaign in campaigns:
@@ -56,6 +58,7 @@ def dashboard(request):
 
 
 @login_required
+@permission_required("campaigns.view_campaign", raise_exception=True)
 def campaign_detail(request, pk):
     campaign = get_object_or_404(Campaign, pk=pk)
     now = timezone.now()
@@ -147,10 +150,11 @@ def campaign_run(request, pk):
         messages.warning(request, "The campaign is paused: resume it to run a cycle.")
         return redirect("campaign-detail", pk=pk)
     dry_run = request.POST.get("dry_run") == "on"
+    missing = [perm for perm in run_permissions(dry_run) if not request.user.has_perm(perm)]
+    if missing:
+        messages.error(request, f"This run needs the permission {', '.join(missing)}: nothing was done.")
+        return redirect("campaign-detail", pk=pk)
     if not dry_run:
-        if not request.user.has_perm("campaigns.change_campaign"):
-            messages.error(request, "A live run needs the permission to change campaigns.")
-            return redirect("campaign-detail", pk=pk)
         if request.POST.get("confirmed") != "yes":
             messages.error(request, "Live run not confirmed: nothing was sent.")
             return redirect("campaign-detail", pk=pk)

@@ -39,7 +39,7 @@ class LeadAdmin(admin.ModelAdmin):
             obj.next_action_at = obj.created_at = timezone.now()
         super().save_model(request, obj, form, change)
 
-    @admin.action(description="Mark selected leads do-not-contact")
+    @admin.action(permissions=["change"], description="Mark selected leads do-not-contact")
     def mark_do_not_contact(self, request, queryset):
         for lead in queryset:
             lead_tag_add(lead=lead, tag=TAG_DO_NOT_CONTACT)

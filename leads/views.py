@@ -1,7 +1,7 @@
 """The console's leads page of a campaign: filter, search, and CSV upload with its report."""
 
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
+from django.contrib.auth.decorators import login_required, permission_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.shortcuts import get_object_or_404, redirect, render
@@ -17,6 +17,7 @@ REPORT_ROWS_SHOWN = 100
 
 
 @login_required
+@permission_required("leads.view_lead", raise_exception=True)
 def campaign_leads(request, pk):
     campaign = get_object_or_404(Campaign, pk=pk)
     if request.method == "POST":

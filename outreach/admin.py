@@ -21,6 +21,10 @@ class OutreachAttemptAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None):
         return False
 
+    def has_delete_permission(self, request, obj=None):
+        # An attempt is what stops a step being sent twice: it is never deleted by hand.
+        return False
+
 
 @admin.register(Suppression)
 class SuppressionAdmin(admin.ModelAdmin):

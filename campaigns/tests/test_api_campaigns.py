@@ -223,10 +223,12 @@ def test_each_write_needs_its_own_model_permission(campaign):
     assert sorted(Campaign.objects.values_list("name", flat=True)) == ["Added", "Changed"]
 
 
-def test_a_dry_run_needs_view_campaign(campaign):
+def test_a_dry_run_needs_view_campaign_and_add_lead_since_it_discovers_leads(campaign):
+    runner = token_client(user_with_perms("campaigns.view_campaign", "leads.add_lead"))
     viewer = token_client(user_with_perms("campaigns.view_campaign"))
     other = token_client(user_with_perms("leads.view_lead"))
-    assert viewer.post(run_cycle(campaign.pk, "true")).status_code == 200
+    assert runner.post(run_cycle(campaign.pk, "true")).status_code == 200
+    assert "leads.add_lead" in assert_json_error(viewer.post(run_cycle(campaign.pk, "true")), 403)["detail"]
     assert_json_error(other.post(run_cycle(campaign.pk, "true")), 403)
     assert_json_error(other.post(run_cycle(campaign.pk)), 403)
 

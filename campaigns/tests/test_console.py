@@ -183,3 +183,26 @@ def test_a_paused_campaign_is_not_run_from_the_console(operator):
     LeadFactory(campaign=campaign)
     page = operator.post(f"/campaigns/{campaign.pk}/run", {"dry_run": "on"}, follow=True).content.decode()
     assert "resume it to run a cycle" in page and 'id="cycle-result"' not in page
+
+
+def test_a_user_without_view_permissions_sees_nothing(client):
+    campaign = CampaignFactory()
+    client.force_login(get_user_model().objects.create_user("nobody", "n@example.org", "pw"))
+    for url in ("/", f"/campaigns/{campaign.pk}", f"/campaigns/{campaign.pk}/leads"):
+        assert client.get(url).status_code == 403, url
+
+
+def test_view_only_staff_can_neither_run_nor_use_admin_actions(viewer):
+    campaign = CampaignFactory()
+    LeadFactory(campaign=campaign, status=Lead.Status.NEW)
+    page = viewer.post(f"/campaigns/{campaign.pk}/run", {"dry_run": "on"}, follow=True).content.decode()
+    assert "needs the permission leads.add_lead" in page
+    assert Lead.objects.get().status == Lead.Status.NEW  # no enrichment ran
+    viewer.post("/admin/campaigns/campaign/", {"action": "pause_campaigns", "_selected_action": [campaign.pk]})
+    assert Campaign.objects.get().active
+
+
+def test_attempts_cannot_be_deleted_in_the_admin(operator):
+    attempt = OutreachAttemptFactory()
+    assert operator.post(f"/admin/outreach/outreachattempt/{attempt.pk}/delete/", {"post": "yes"}).status_code == 403
+    assert attempt.__class__.objects.filter(pk=attempt.pk).exists()
