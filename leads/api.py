@@ -11,7 +11,7 @@ from rest_framework.response import Response
 from cam_project.api import JSONParser, Pagination, query_param
 from campaigns.models import Campaign
 from leads.models import Lead
-from leads.rows import LEAD_FIELDS, LeadFileError, csv_rows, mapping_rows
+from leads.rows import LEAD_FIELDS, MAX_EXTRA_VALUE, LeadFileError, csv_rows, mapping_rows
 from leads.services import STAFF_STATUSES, lead_update, leads_insert, leads_search
 from leads.sources import lead_text
 
@@ -28,27 +28,26 @@ class LeadSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class LeadInputSerializer(serializers.Serializer):
+class LeadDetailsSerializer(serializers.Serializer):
+    """The lead fields staff and API clients give (the model's lengths)."""
+
+    first_name = serializers.CharField(max_length=100, required=False, allow_blank=True)
+    last_name = serializers.CharField(max_length=100, required=False, allow_blank=True)
+    company = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    job_title = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    company_size = serializers.CharField(max_length=50, required=False, allow_blank=True)
+    industry = serializers.CharField(max_length=100, required=False, allow_blank=True)
+
+
+class LeadInputSerializer(LeadDetailsSerializer):
     """One lead to add. Addresses are checked and normalised as in a CSV import."""
 
     email = serializers.CharField(max_length=320)
-    first_name = serializers.CharField(max_length=100, required=False, allow_blank=True)
-    last_name = serializers.CharField(max_length=100, required=False, allow_blank=True)
-    company = serializers.CharField(max_length=200, required=False, allow_blank=True)
-    job_title = serializers.CharField(max_length=200, required=False, allow_blank=True)
-    company_size = serializers.CharField(max_length=50, required=False, allow_blank=True)
-    industry = serializers.CharField(max_length=100, required=False, allow_blank=True)
-    extra = serializers.DictField(child=serializers.CharField(max_length=1000, allow_blank=True), required=False,
-                                  help_text="Other fields to keep with the lead (website, city, …).")
+    extra = serializers.DictField(child=serializers.CharField(max_length=MAX_EXTRA_VALUE, allow_blank=True),
+                                  required=False, help_text="Other fields to keep with the lead (website, city, …).")
 
 
-class LeadChangeSerializer(serializers.Serializer):
-    first_name = serializers.CharField(max_length=100, required=False, allow_blank=True)
-    last_name = serializers.CharField(max_length=100, required=False, allow_blank=True)
-    company = serializers.CharField(max_length=200, required=False, allow_blank=True)
-    job_title = serializers.CharField(max_length=200, required=False, allow_blank=True)
-    company_size = serializers.CharField(max_length=50, required=False, allow_blank=True)
-    industry = serializers.CharField(max_length=100, required=False, allow_blank=True)
+class LeadChangeSerializer(LeadDetailsSerializer):
     tags = serializers.ListField(child=serializers.CharField(max_length=50), max_length=20, required=False,
                                  help_text="Replaces the tags; do_not_contact stops outreach at once, hot qualifies.")
     status = serializers.ChoiceField(choices=STAFF_STATUSES, required=False,

@@ -29,7 +29,7 @@ FIELD_ALIASES: dict[str, tuple[str, ...]] = {
 LEAD_FIELDS = tuple(FIELD_ALIASES)
 DELIMITERS = (",", ";", "\t", "|")
 # Extra (unmapped) fields kept with a lead.
-MAX_EXTRA_KEY, MAX_EXTRA_VALUE = 100, 2000
+MAX_EXTRA_KEY, MAX_EXTRA_VALUE = 100, 1000
 
 
 def _header_key(name: str) -> str:
