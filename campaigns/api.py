@@ -87,6 +87,7 @@ class TodayOutreachSerializer(serializers.Serializer):
 
 class CampaignDetailSerializer(serializers.ModelSerializer):
     channels_enabled = serializers.ListField(child=serializers.ChoiceField(choices=CHANNELS), read_only=True)
+    sender_email = serializers.CharField(read_only=True, help_text="From address; empty means DEFAULT_FROM_EMAIL.")
     metrics = serializers.SerializerMethodField()
     today_outreach = serializers.SerializerMethodField()
 

@@ -41,8 +41,10 @@ def load_schema():
 
 SCHEMA = load_schema()
 OPERATIONS = [result.ok() for result in SCHEMA.get_all_operations()]
-# Per operation; CAM_FUZZ_EXAMPLES=500 for a deeper run than CI's.
+# Per operation. CI runs the same derandomized cases every time, so it cannot fail by chance;
+# CAM_FUZZ_EXAMPLES=300 CAM_FUZZ_RANDOM=1 explores new ones (do that after changing the API).
 EXAMPLES = int(os.environ.get("CAM_FUZZ_EXAMPLES", "40"))
+DERANDOMIZE = os.environ.get("CAM_FUZZ_RANDOM") != "1"
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
 
@@ -80,7 +82,8 @@ def test_the_schema_lists_every_endpoint_of_the_contract():
 @pytest.mark.parametrize("operation", OPERATIONS, ids=lambda op: op.label)
 def test_no_request_makes_the_api_fail_or_break_its_schema(operation, token):
     @given(case=operation.as_strategy())
-    @hypothesis_settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @hypothesis_settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None,
+                         derandomize=DERANDOMIZE)
     def call(case):
         case.call_and_validate(headers={"Authorization": f"Token {token}"}, checks=CHECKS)
 
