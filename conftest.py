@@ -129,3 +129,35 @@ def _test_settings(settings, tmp_path):
     settings.CAM_VERIFY_EMAIL_DNS = False
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
     settings.DEFAULT_FROM_EMAIL = "CAM Test <cam@agency.example>"
+
+
+# API clients for the API tests (users from cam_project.testing).
+@pytest.fixture
+def admin(db):
+    from cam_project.testing import superuser
+
+    return superuser()
+
+
+@pytest.fixture
+def api(admin):
+    """A superuser's token client."""
+    from cam_project.testing import token_client
+
+    return token_client(admin)
+
+
+@pytest.fixture
+def viewer_api(db):
+    """A read-only staff user: only the view_* permissions."""
+    from cam_project.testing import read_only_staff, token_client
+
+    return token_client(read_only_staff())
+
+
+@pytest.fixture
+def nobody_api(db):
+    """An authenticated user without any permission."""
+    from cam_project.testing import token_client, user_with_perms
+
+    return token_client(user_with_perms())

@@ -80,3 +80,10 @@ def anonymous_client(**kwargs) -> APIClient:
 def raw_json(client: APIClient, method: str, url: str, body: bytes | str):
     """Send `body` as is with Content-Type application/json (for malformed JSON)."""
     return getattr(client, method.lower())(url, data=body, content_type="application/json")
+
+
+def assert_json_error(response, status: int) -> dict:
+    """The response has this status and a JSON body, which is returned."""
+    assert response.status_code == status, response.content
+    assert response["Content-Type"].startswith("application/json")
+    return response.json()

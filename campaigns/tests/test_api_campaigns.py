@@ -13,10 +13,10 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from cam_project.testing import (
+    assert_json_error,
     PASSWORD,
     anonymous_client,
     raw_json,
-    read_only_staff,
     session_client,
     superuser,
     token_client,
@@ -61,38 +61,14 @@ def run_cycle(pk, dry_run=None):
     return f"/api/cam/campaigns/{pk}/run-cycle" + ("" if dry_run is None else f"?dry_run={dry_run}")
 
 
-@pytest.fixture
-def admin():
-    return superuser()
 
 
-@pytest.fixture
-def api(admin):
-    """A superuser's token client."""
-    return token_client(admin)
-
-
-@pytest.fixture
-def viewer_api():
-    """A read-only staff user: only the view_* permissions."""
-    return token_client(read_only_staff())
-
-
-@pytest.fixture
-def nobody_api():
-    """An authenticated user without any permission."""
-    return token_client(user_with_perms())
 
 
 @pytest.fixture
 def campaign():
     return CampaignFactory()
 
-
-def assert_json_error(response, status):
-    assert response.status_code == status, response.content
-    assert response["Content-Type"].startswith("application/json")
-    return response.json()
 
 
 def endpoints(pk):

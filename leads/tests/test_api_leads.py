@@ -13,11 +13,10 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from cam_project.testing import (
+    assert_json_error,
     anonymous_client,
     raw_json,
-    read_only_staff,
     session_client,
-    superuser,
     token_client,
     user_with_perms,
 )
@@ -46,24 +45,8 @@ def lead_url(pk):
     return f"/api/cam/leads/{pk}"
 
 
-@pytest.fixture
-def admin():
-    return superuser()
 
 
-@pytest.fixture
-def api(admin):
-    return token_client(admin)
-
-
-@pytest.fixture
-def viewer_api():
-    return token_client(read_only_staff())
-
-
-@pytest.fixture
-def nobody_api():
-    return token_client(user_with_perms())
 
 
 @pytest.fixture
@@ -75,11 +58,6 @@ def campaign():
 def lead(campaign):
     return LeadFactory(campaign=campaign, email="jane@acme.example")
 
-
-def assert_json_error(response, status):
-    assert response.status_code == status, response.content
-    assert response["Content-Type"].startswith("application/json")
-    return response.json()
 
 
 def csv_upload(text: str | bytes, name="leads.csv"):

@@ -10,11 +10,10 @@ import pytest
 from django.utils import timezone
 
 from cam_project.testing import (
+    assert_json_error,
     anonymous_client,
     raw_json,
-    read_only_staff,
     session_client,
-    superuser,
     token_client,
     user_with_perms,
 )
@@ -42,35 +41,14 @@ def suppression_url(pk):
     return f"{SUPPRESSIONS}/{pk}"
 
 
-@pytest.fixture
-def admin():
-    return superuser()
 
 
-@pytest.fixture
-def api(admin):
-    return token_client(admin)
-
-
-@pytest.fixture
-def viewer_api():
-    return token_client(read_only_staff())
-
-
-@pytest.fixture
-def nobody_api():
-    return token_client(user_with_perms())
 
 
 @pytest.fixture
 def campaign():
     return CampaignFactory(target_clients=50)
 
-
-def assert_json_error(response, status):
-    assert response.status_code == status, response.content
-    assert response["Content-Type"].startswith("application/json")
-    return response.json()
 
 
 def ago(**delta):
