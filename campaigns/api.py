@@ -19,35 +19,23 @@ from campaigns.services import (
     campaign_pause,
     campaign_resume,
     campaign_update,
-    metrics_aggregates,
-    metrics_from_counts,
+    campaigns_with_metrics,
 )
-
-METRIC_COUNTS = tuple(metrics_aggregates())
 from outreach.services import outreach_today
 
 class CampaignListSerializer(serializers.ModelSerializer):
-    current_leads = serializers.IntegerField(source="total_leads")
-    qualified_leads = serializers.IntegerField()
-    conversion_rate = serializers.SerializerMethodField()
-    goal_progress = serializers.SerializerMethodField()
+    """A campaign from campaigns_with_metrics()."""
+
+    current_leads = serializers.IntegerField(source="metrics.total_leads")
+    qualified_leads = serializers.IntegerField(source="metrics.qualified_leads")
+    conversion_rate = serializers.FloatField(source="metrics.conversion_rate")
+    goal_progress = serializers.FloatField(source="metrics.goal_progress")
 
     class Meta:
         model = Campaign
         fields = ["id", "name", "active", "target_niche", "service_key", "target_clients", "current_leads",
                   "qualified_leads", "conversion_rate", "goal_progress"]
         read_only_fields = fields
-
-    def get_conversion_rate(self, campaign) -> float:
-        return _metrics(campaign).conversion_rate
-
-    def get_goal_progress(self, campaign) -> float:
-        return _metrics(campaign).goal_progress
-
-
-def _metrics(campaign):
-    """The metrics of a campaign annotated with metrics_aggregates("leads__")."""
-    return metrics_from_counts({name: getattr(campaign, name) for name in METRIC_COUNTS}, campaign.target_clients)
 
 
 class CampaignWriteSerializer(serializers.ModelSerializer):
@@ -125,7 +113,7 @@ class CampaignListView(APIView):
 
     @extend_schema(responses=CampaignListSerializer(many=True), summary="List campaigns with their progress")
     def get(self, request):
-        campaigns = Campaign.objects.annotate(**metrics_aggregates("leads__")).order_by("id")
+        campaigns = campaigns_with_metrics(Campaign.objects.order_by("id"))
         return Response(CampaignListSerializer(campaigns, many=True).data)
 
     @extend_schema(request=CampaignWriteSerializer, responses={201: CampaignActionSerializer}, summary="Create a campaign")

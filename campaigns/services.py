@@ -104,6 +104,18 @@ def metrics_from_counts(counts: dict, target_clients: int) -> CampaignMetrics:
     )
 
 
+def campaigns_with_metrics(campaigns=None) -> list[Campaign]:
+    """The campaigns (all by default), each with its `.metrics`, in one aggregate query."""
+    annotated = list((campaigns if campaigns is not None else Campaign.objects.all()).annotate(
+        **metrics_aggregates("leads__")
+    ))
+    names = tuple(metrics_aggregates())
+    for campaign in annotated:
+        counts = {name: getattr(campaign, name) for name in names}
+        campaign.metrics = metrics_from_counts(counts, campaign.target_clients)
+    return annotated
+
+
 def campaign_metrics(*, campaign: Campaign) -> CampaignMetrics:
     """Totals per status in one aggregate query; conversion = qualified / total leads,
     goal progress = qualified / target_clients."""

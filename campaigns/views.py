@@ -21,7 +21,7 @@ from campaigns.services import (
     campaign_metrics,
     campaign_pause,
     campaign_resume,
-    metrics_aggregates,
+    campaigns_with_metrics,
 )
 from leads.models import Lead
 from outreach.models import OutreachAttempt
@@ -42,17 +42,22 @@ def _percent(part: int, whole: int) -> float:
     return round(100 * part / whole, 1) if whole else 0.0
 
 
+def _progress(metrics) -> float:
+    """Goal progress for a progress bar: a percentage, full at 100."""
+    return min(round(100 * metrics.goal_progress, 1), 100)
+
+
 @login_required
 @permission_required("campaigns.view_campaign", raise_exception=True)
 def dashboard(request):
-    campaigns = list(Campaign.objects.annotate(**metrics_aggregates("leads__")).order_by("-active", "-created_at"))
+    campaigns = campaigns_with_metrics(Campaign.objects.order_by("-active", "-created_at"))
     for campaign in campaigns:
-        campaign.progress = min(_percent(campaign.qualified_leads, campaign.target_clients), 100)
+        campaign.progress = _progress(campaign.metrics)
     totals = {
         "campaigns": len(campaigns),
         "active": sum(c.active for c in campaigns),
-        "leads": sum(c.total_leads for c in campaigns),
-        "qualified": sum(c.qualified_leads for c in campaigns),
+        "leads": sum(c.metrics.total_leads for c in campaigns),
+        "qualified": sum(c.metrics.qualified_leads for c in campaigns),
     }
     return render(request, "console/dashboard.html", {"campaigns": campaigns, "totals": totals})
 
@@ -63,12 +68,11 @@ def campaign_detail(request, pk):
     campaign = get_object_or_404(Campaign, pk=pk)
     now = timezone.now()
     metrics = campaign_metrics(campaign=campaign)
-    counts = metrics.as_dict()
-    widest = max([counts[f"{status.lower()}_leads"] for status in FUNNEL] + [1])
+    counts = {status: getattr(metrics, f"{status.lower()}_leads") for status in FUNNEL}
+    widest = max([*counts.values(), 1])
     funnel = [
-        {"status": status, "label": status.label, "count": counts[f"{status.lower()}_leads"],
-         "width": _percent(counts[f"{status.lower()}_leads"], widest)}
-        for status in FUNNEL
+        {"status": status, "label": status.label, "count": count, "width": _percent(count, widest)}
+        for status, count in counts.items()
     ]
     days = sends_per_day(campaign=campaign, now=now)
     tallest = max([d["sent"] + d["failed"] for d in days] + [1])
@@ -82,7 +86,7 @@ def campaign_detail(request, pk):
     return render(request, "console/campaign_detail.html", {
         "campaign": campaign,
         "metrics": metrics,
-        "progress": min(_percent(metrics.qualified_leads, campaign.target_clients), 100),
+        "progress": _progress(metrics),
         "funnel": funnel,
         "days": days,
         "tallest": tallest,
