@@ -11,9 +11,8 @@ from rest_framework.response import Response
 from cam_project.api import JSONParser, Pagination, query_param
 from campaigns.models import Campaign
 from leads.models import Lead
-from leads.rows import LEAD_FIELDS, MAX_EXTRA_VALUE, LeadFileError, csv_rows, mapping_rows
-from leads.services import STAFF_STATUSES, lead_update, leads_insert, leads_search
-from leads.sources import lead_text
+from leads.rows import LEAD_FIELDS, MAX_EXTRA_VALUE, LeadFileError, mapping_rows
+from leads.services import STAFF_STATUSES, lead_update, leads_import_upload, leads_insert, leads_search
 
 MAX_LEADS_PER_REQUEST = 10_000
 
@@ -113,8 +112,8 @@ class CampaignLeadsView(generics.ListAPIView):
         now = timezone.now()
         if "file" in request.FILES:
             try:
-                rows = csv_rows(lead_text(request.FILES["file"], request.FILES["file"].name))
-                report = leads_insert(campaign=campaign, rows=rows, now=now)
+                upload = request.FILES["file"]
+                report = leads_import_upload(campaign=campaign, file=upload, name=upload.name, now=now)
             except LeadFileError as exc:
                 raise ValidationError({"file": [str(exc)]}) from None
         elif isinstance(request.data, list):

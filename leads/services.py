@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import BinaryIO
 
 from django.db import transaction
 from django.db.models import Q
@@ -16,7 +17,7 @@ from campaigns.models import Campaign
 from leads.enrichment import ENRICHERS, EnricherSkipped, email_verify, lead_score
 from leads.models import TAG_DO_NOT_CONTACT, Lead, LeadSource
 from leads.rows import LeadRow, RowProblem, csv_rows
-from leads.sources import SOURCES, SourceSkipped, open_lead_file
+from leads.sources import SOURCES, SourceSkipped, lead_text, open_lead_file
 
 # Suppression is outreach's table, but no lead may be created for a suppressed address.
 from outreach.models import Suppression
@@ -323,6 +324,11 @@ def leads_import_csv(*, campaign: Campaign, path: str | Path, now: datetime) -> 
     """Import a CSV file of leads into `campaign`; raises LeadFileError if it is unusable."""
     with open_lead_file(path) as stream:
         return leads_insert(campaign=campaign, rows=csv_rows(stream), now=now)
+
+
+def leads_import_upload(*, campaign: Campaign, file: BinaryIO, name: str, now: datetime) -> ImportReport:
+    """Import an uploaded CSV file (binary, seekable) as leads_import_csv does a path."""
+    return leads_insert(campaign=campaign, rows=csv_rows(lead_text(file, name)), now=now)
 
 
 @dataclass

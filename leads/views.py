@@ -9,9 +9,8 @@ from django.utils import timezone
 
 from campaigns.models import Campaign
 from leads.models import Lead
-from leads.rows import LeadFileError, csv_rows
-from leads.services import leads_insert, leads_search
-from leads.sources import lead_text
+from leads.rows import LeadFileError
+from leads.services import leads_import_upload, leads_search
 
 REPORT_ROWS_SHOWN = 100
 
@@ -43,7 +42,7 @@ def _upload(request, campaign):
         messages.error(request, "Choose a CSV file to upload.")
         return redirect("campaign-leads", pk=campaign.pk)
     try:
-        report = leads_insert(campaign=campaign, rows=csv_rows(lead_text(upload, upload.name)), now=timezone.now())
+        report = leads_import_upload(campaign=campaign, file=upload, name=upload.name, now=timezone.now())
     except LeadFileError as exc:
         messages.error(request, f"{upload.name} cannot be imported: {exc}")
         return redirect("campaign-leads", pk=campaign.pk)
