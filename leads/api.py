@@ -11,7 +11,7 @@ from rest_framework.response import Response
 from cam_project.api import JSONParser, Pagination, query_param
 from campaigns.models import Campaign
 from leads.models import Lead
-from leads.rows import LEAD_FIELDS, MAX_EXTRA_VALUE, LeadFileError, mapping_rows
+from leads.rows import MAX_EXTRA_VALUE, LeadFileError, mapping_rows
 from leads.services import STAFF_STATUSES, lead_update, leads_import_upload, leads_insert, leads_search
 
 MAX_LEADS_PER_REQUEST = 10_000
@@ -125,22 +125,14 @@ class CampaignLeadsView(generics.ListAPIView):
             LeadInputSerializer(data=request.data).is_valid(raise_exception=True)
             report = leads_insert(campaign=campaign, rows=mapping_rows([request.data]), now=now)
             if report.rejected:
-                reason = report.rejected[0].reason
-                raise ValidationError({_field_of(reason): [reason]})
+                problem = report.rejected[0]
+                raise ValidationError({problem.field: [problem.reason]})
             if report.duplicates:
                 return Response(report.as_dict(), status=status.HTTP_409_CONFLICT)
         else:
             raise ValidationError({"non_field_errors": ["Send a lead object, a list of them, or a CSV as 'file'."]})
         code = status.HTTP_201_CREATED if report.imported else status.HTTP_200_OK
         return Response(report.as_dict(), status=code)
-
-
-def _field_of(reason: str) -> str:
-    """The request field a row problem is about (the reasons start with it)."""
-    first = reason.split(" ", 1)[0]
-    if first in LEAD_FIELDS or first == "extra":
-        return first
-    return "non_field_errors" if first == "contains" else "email"
 
 
 class LeadDetailView(generics.GenericAPIView):

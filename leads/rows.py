@@ -8,7 +8,8 @@ import csv
 import itertools
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from email.utils import parseaddr
 from typing import TextIO
 
@@ -51,7 +52,7 @@ class LeadRow:
     line: int
     email: str
     fields: dict[str, str]
-    extra: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, str] = dataclass_field(default_factory=dict)
 
 
 @dataclass
@@ -59,6 +60,8 @@ class RowProblem:
     line: int
     email: str
     reason: str
+    # The field at fault, for API clients ("non_field_errors" when it is the row as a whole).
+    field: str = dataclass_field(default="email", compare=False)
 
     def as_dict(self) -> dict:
         return {"line": self.line, "email": self.email, "reason": self.reason}
@@ -87,11 +90,13 @@ def lead_row_clean(line: int, values: dict[str, str], extra: dict[str, str] | No
     extra = extra or {}
     if any("\x00" in text for text in (*values.values(), *extra, *extra.values())):
         # A NUL byte is a sign of a broken export, and PostgreSQL cannot store one.
-        return RowProblem(line, email_normalise(values.get("email", "")).replace("\x00", ""), "contains a NUL character")
+        return RowProblem(line, email_normalise(values.get("email", "")).replace("\x00", ""), "contains a NUL character",
+                          "non_field_errors")
     for key, value in extra.items():
         if len(key) > MAX_EXTRA_KEY or len(value) > MAX_EXTRA_VALUE:
             return RowProblem(line, email_normalise(values.get("email", "")),
-                              f"extra field {key[:40]!r} is too long ({MAX_EXTRA_KEY} for a name, {MAX_EXTRA_VALUE} for a value)")
+                              f"extra field {key[:40]!r} is too long ({MAX_EXTRA_KEY} for a name, {MAX_EXTRA_VALUE} for a value)",
+                              "extra")
     email = email_normalise(values.get("email", ""))
     if not email:
         return RowProblem(line, "", "missing email")
@@ -104,7 +109,7 @@ def lead_row_clean(line: int, values: dict[str, str], extra: dict[str, str] | No
             continue
         value = " ".join((values.get(name) or "").split())
         if len(value) > _MAX_LENGTHS[name]:
-            return RowProblem(line, email, f"{name} is longer than {_MAX_LENGTHS[name]} characters")
+            return RowProblem(line, email, f"{name} is longer than {_MAX_LENGTHS[name]} characters", name)
         fields[name] = value
     return LeadRow(line=line, email=email, fields=fields, extra=extra)
 
@@ -165,16 +170,17 @@ def mapping_rows(records: Iterable[dict], first_line: int = 1) -> Iterator[LeadR
     is a bad row."""
     for line, record in enumerate(records, start=first_line):
         if not isinstance(record, dict):
-            yield RowProblem(line, "", "not a JSON object")
+            yield RowProblem(line, "", "not a JSON object", "non_field_errors")
             continue
-        values, extra, problem = {}, {}, None
+        values, extra, problem, field = {}, {}, None, "extra"
         nested = record.get("extra")
         if nested is not None and not isinstance(nested, dict):
             problem = "extra must be an object"
         for key, value in [*((k, v) for k, v in record.items() if k != "extra"), *(nested or {}).items()]:
             column = _ALIAS_TO_FIELD.get(_header_key(str(key))) if key in record and key != "extra" else None
             if isinstance(value, (dict, list)):
-                problem = problem or f"{key} must be text, not {type(value).__name__}"
+                if not problem:
+                    problem, field = f"{key} must be text, not {type(value).__name__}", column or "extra"
                 continue
             text = "" if value is None else str(value)
             if column:
@@ -182,4 +188,4 @@ def mapping_rows(records: Iterable[dict], first_line: int = 1) -> Iterator[LeadR
             elif text.strip():
                 extra[str(key)] = text.strip()
         email = email_normalise(str(values.get("email", "")))
-        yield RowProblem(line, email, problem) if problem else lead_row_clean(line, values, extra)
+        yield RowProblem(line, email, problem, field) if problem else lead_row_clean(line, values, extra)
