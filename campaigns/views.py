@@ -158,10 +158,9 @@ def campaign_run(request, pk):
     if missing:
         messages.error(request, f"This run needs the permission {', '.join(missing)}: nothing was done.")
         return redirect("campaign-detail", pk=pk)
-    if not dry_run:
-        if request.POST.get("confirmed") != "yes":
-            messages.error(request, "Live run not confirmed: nothing was sent.")
-            return redirect("campaign-detail", pk=pk)
+    if not dry_run and request.POST.get("confirmed") != "yes":
+        messages.error(request, "Live run not confirmed: nothing was sent.")
+        return redirect("campaign-detail", pk=pk)
     result = cycle_run(campaign=campaign, now=timezone.now(), dry_run=dry_run).as_dict()
     request.session[f"cycle_result_{pk}"] = result
     if result["errors"]:
