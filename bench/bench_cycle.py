@@ -39,8 +39,8 @@ from django.utils import timezone  # noqa: E402
 
 from campaigns.cycle import cycle_run  # noqa: E402
 from campaigns.models import Campaign  # noqa: E402
+from leads.importing import leads_import_csv  # noqa: E402
 from leads.models import LeadSource  # noqa: E402
-from leads.services import leads_import_csv  # noqa: E402
 
 
 def write_csv(path: Path, rows: int) -> Path:

@@ -12,7 +12,8 @@ from django.conf import settings
 
 from campaigns.models import Campaign
 from campaigns.services import CampaignMetrics, campaign_metrics, campaign_pause, campaign_pause_reason
-from leads.services import leads_discover, leads_enrich
+from leads.importing import leads_discover
+from leads.services import leads_enrich
 from outreach.services import outreach_send_due
 
 logger = logging.getLogger(__name__)

@@ -10,9 +10,10 @@ from rest_framework.response import Response
 
 from cam_project.api import JSONParser, Pagination, query_param
 from campaigns.models import Campaign
+from leads.importing import leads_import_upload, leads_insert
 from leads.models import Lead
 from leads.rows import MAX_EXTRA_VALUE, LeadFileError, mapping_rows
-from leads.services import STAFF_STATUSES, lead_update, leads_import_upload, leads_insert, leads_search
+from leads.services import STAFF_STATUSES, lead_update, leads_search
 
 MAX_LEADS_PER_REQUEST = 10_000
 

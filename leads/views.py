@@ -8,9 +8,10 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 
 from campaigns.models import Campaign
+from leads.importing import leads_import_upload
 from leads.models import Lead
 from leads.rows import LeadFileError
-from leads.services import leads_import_upload, leads_search
+from leads.services import leads_search
 
 REPORT_ROWS_SHOWN = 100
 

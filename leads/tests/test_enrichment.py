@@ -7,8 +7,9 @@ import pytest
 
 from campaigns.tests.factories import CampaignFactory
 from leads.enrichment import company_size_bucket, email_verify, job_seniority, lead_score, source_fields_enrich
+from leads.importing import leads_discover
 from leads.models import Lead, LeadSource
-from leads.services import leads_discover, leads_enrich
+from leads.services import leads_enrich
 from leads.tests.factories import LeadFactory, LeadSourceFactory
 from outreach.tests.factories import SuppressionFactory
 

@@ -8,9 +8,9 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from campaigns.tests.factories import CampaignFactory
+from leads.importing import INSERT_BATCH, leads_import_csv, leads_insert
 from leads.models import Lead
 from leads.rows import LeadFileError, LeadRow, RowProblem, csv_rows, email_normalise, lead_row_clean, mapping_rows
-from leads.services import INSERT_BATCH, leads_import_csv, leads_insert
 from leads.sources import open_lead_file
 from leads.tests.factories import LeadFactory, LeadSourceFactory
 from outreach.models import Suppression

@@ -6,8 +6,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from campaigns.models import Campaign
+from leads.importing import leads_import_csv
 from leads.rows import LeadFileError
-from leads.services import leads_import_csv
 
 SHOWN_PER_KIND = 50
 

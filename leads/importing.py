@@ -1,0 +1,155 @@
+"""Leads in bulk: insertion (deduplicated against the campaign and the suppression list),
+discovery from a campaign's lead sources, and import of CSV files and uploads."""
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import BinaryIO
+
+from campaigns.models import Campaign
+from leads.models import Lead, LeadSource
+from leads.rows import LeadRow, RowProblem, csv_rows
+from leads.services import PhaseResult
+from leads.sources import SOURCES, SourceSkipped, lead_text, open_lead_file
+
+# Suppression is outreach's table, but no lead may be created for a suppressed address.
+from outreach.models import Suppression
+
+logger = logging.getLogger(__name__)
+
+Status = Lead.Status
+INSERT_BATCH = 500
+
+
+@dataclass
+class ImportReport:
+    imported: int = 0
+    duplicates: list[RowProblem] = field(default_factory=list)
+    rejected: list[RowProblem] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {
+            "imported": self.imported,
+            "duplicates": len(self.duplicates),
+            "rejected": len(self.rejected),
+            "duplicate_rows": [p.as_dict() for p in self.duplicates],
+            "rejected_rows": [p.as_dict() for p in self.rejected],
+        }
+
+
+def leads_insert(
+    *,
+    campaign: Campaign,
+    rows: Iterable[LeadRow | RowProblem],
+    now: datetime,
+    source: LeadSource | None = None,
+    limit: int | None = None,
+) -> ImportReport:
+    """Insert new leads in batches, deduplicated against the campaign and the suppression list.
+
+    A new lead is NEW and due at once. Rows are consumed lazily, so a file of any size streams
+    through; bad rows are reported with their line numbers and never stop the good ones.
+    At most `limit` leads are inserted (the rest are left for a later run).
+    """
+    report = ImportReport()
+    seen: dict[str, int] = {}
+    batch: list[LeadRow] = []
+    for row in rows:
+        if isinstance(row, RowProblem):
+            report.rejected.append(row)
+            continue
+        if row.email in seen:
+            report.duplicates.append(RowProblem(row.line, row.email, f"repeats line {seen[row.email]}"))
+            continue
+        seen[row.email] = row.line
+        batch.append(row)
+        if len(batch) >= INSERT_BATCH:
+            _insert_batch(campaign, batch, now, source, report, limit)
+            batch = []
+            if limit is not None and report.imported >= limit:
+                return report
+    if batch:
+        _insert_batch(campaign, batch, now, source, report, limit)
+    return report
+
+
+def _insert_batch(campaign, batch, now, source, report, limit) -> None:
+    emails = [row.email for row in batch]
+    existing = set(Lead.objects.filter(campaign=campaign, email__in=emails).values_list("email", flat=True))
+    suppressed = dict(Suppression.objects.filter(email__in=emails).values_list("email", "reason"))
+    new = []
+    for row in batch:
+        if row.email in existing:
+            report.duplicates.append(RowProblem(row.line, row.email, "already in this campaign"))
+        elif row.email in suppressed:
+            report.rejected.append(RowProblem(row.line, row.email, f"suppressed ({suppressed[row.email]})"))
+        elif limit is None or report.imported + len(new) < limit:
+            new.append(
+                Lead(
+                    campaign=campaign, source=source, email=row.email, source_data=row.extra,
+                    status=Status.NEW, next_action_at=now, created_at=now, **row.fields,
+                )
+            )
+    # ignore_conflicts: a concurrent insert of the same address is a duplicate, not an error.
+    # What this call inserted is told apart by its created_at (`now`), to the microsecond.
+    Lead.objects.bulk_create(new, ignore_conflicts=True)
+    inserted = set(
+        Lead.objects.filter(campaign=campaign, email__in=[lead.email for lead in new], created_at=now)
+        .values_list("email", flat=True)
+    ) if new else set()
+    by_email = {row.email: row for row in batch}
+    for lead in new:
+        if lead.email not in inserted:
+            report.duplicates.append(RowProblem(by_email[lead.email].line, lead.email, "already in this campaign"))
+    report.imported += len(inserted)
+
+
+def leads_import_csv(*, campaign: Campaign, path: str | Path, now: datetime) -> ImportReport:
+    """Import a CSV file of leads into `campaign`; raises LeadFileError if it is unusable."""
+    with open_lead_file(path) as stream:
+        return leads_insert(campaign=campaign, rows=csv_rows(stream), now=now)
+
+
+def leads_import_upload(*, campaign: Campaign, file: BinaryIO, name: str, now: datetime) -> ImportReport:
+    """Import an uploaded CSV file (binary, seekable) as leads_import_csv does a path."""
+    return leads_insert(campaign=campaign, rows=csv_rows(lead_text(file, name)), now=now)
+
+
+def _problems_note(label: str, problems: list[RowProblem], shown: int = 3) -> str:
+    listed = "; ".join(f"line {p.line}: {p.reason}" for p in problems[:shown])
+    more = f"; and {len(problems) - shown} more" if len(problems) > shown else ""
+    rows = "row" if len(problems) == 1 else "rows"
+    return f"{label}: {len(problems)} {rows} rejected ({listed}{more})"
+
+
+def leads_discover(*, campaign: Campaign, now: datetime, limit: int) -> PhaseResult:
+    """Run each active lead source of the campaign and insert what is new, `limit` in all."""
+    result = PhaseResult()
+    for source in campaign.lead_sources.filter(active=True):
+        label = f"source {source}"
+        read = SOURCES.get(source.kind)
+        source.last_error = ""
+        try:
+            if read is None:
+                raise ValueError(f"unknown kind {source.kind!r}")
+            report = leads_insert(
+                campaign=campaign, rows=read(source), now=now, source=source,
+                limit=max(limit - result.count, 0),
+            )
+        except SourceSkipped as exc:
+            result.notes.append(f"{label} skipped: {exc}")
+        except Exception as exc:
+            logger.exception("lead source %s of campaign %s failed", source.pk, campaign.pk)
+            source.last_error = str(exc)
+            result.errors.append(f"{label}: {exc}")
+        else:
+            result.count += report.imported
+            if report.rejected:
+                result.notes.append(_problems_note(label, report.rejected))
+        source.last_run_at = now
+        source.save(update_fields=["last_run_at", "last_error"])
+    return result
+
+
