@@ -5,6 +5,8 @@ from django.db.models import Q
 from django.template import TemplateSyntaxError
 from django.utils import timezone
 
+from cam_project.validators import no_control_characters
+
 CHANNEL_EMAIL = "email"
 CHANNELS = ("email", "linkedin", "phone")
 
@@ -26,7 +28,7 @@ def default_channels() -> list[str]:
 
 
 class Campaign(models.Model):
-    name = models.CharField(max_length=200)
+    name = models.CharField(max_length=200, validators=[no_control_characters])
     description = models.TextField(blank=True)
     target_niche = models.CharField(max_length=200, blank=True)
     service_key = models.CharField(
@@ -52,7 +54,7 @@ class Campaign(models.Model):
         null=True, blank=True, help_text="Last resumed by staff: the failing-campaign rules wait a while after it."
     )
 
-    sender_name = models.CharField(max_length=100, blank=True)
+    sender_name = models.CharField(max_length=100, blank=True, validators=[no_control_characters])
     sender_email = models.EmailField(
         blank=True, help_text="From address; DEFAULT_FROM_EMAIL when blank."
     )
@@ -97,7 +99,7 @@ class MessageStep(models.Model):
     delay_days = models.PositiveSmallIntegerField(
         default=3, help_text="Days to wait after the previous email (ignored for step 1)."
     )
-    subject_template = models.CharField(max_length=300)
+    subject_template = models.CharField(max_length=300, validators=[no_control_characters])
     body_template = models.TextField()
 
     class Meta:

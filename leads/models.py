@@ -1,7 +1,10 @@
 from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Lower
+from django.conf import settings
 from django.utils import timezone
+
+from cam_project.validators import no_control_characters
 
 from campaigns.models import Campaign
 
@@ -25,6 +28,9 @@ class LeadSource(models.Model):
     active = models.BooleanField(default=True)
     last_run_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
+    # The version (size and modification time) of the file whose rejected rows were last
+    # reported: the same bad rows are reported once per version, not every cycle.
+    reported_file_version = models.CharField(max_length=100, blank=True, editable=False)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -48,12 +54,12 @@ class Lead(models.Model):
         LeadSource, on_delete=models.SET_NULL, null=True, blank=True, related_name="leads"
     )
     email = models.EmailField(max_length=254, help_text="Stored trimmed and lower-case.")
-    first_name = models.CharField(max_length=100, blank=True)
-    last_name = models.CharField(max_length=100, blank=True)
-    company = models.CharField(max_length=200, blank=True)
-    job_title = models.CharField(max_length=200, blank=True)
-    company_size = models.CharField(max_length=50, blank=True)
-    industry = models.CharField(max_length=100, blank=True)
+    first_name = models.CharField(max_length=100, blank=True, validators=[no_control_characters])
+    last_name = models.CharField(max_length=100, blank=True, validators=[no_control_characters])
+    company = models.CharField(max_length=200, blank=True, validators=[no_control_characters])
+    job_title = models.CharField(max_length=200, blank=True, validators=[no_control_characters])
+    company_size = models.CharField(max_length=50, blank=True, validators=[no_control_characters])
+    industry = models.CharField(max_length=100, blank=True, validators=[no_control_characters])
 
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.NEW)
     score = models.FloatField(default=0.0)
@@ -113,3 +119,40 @@ class Lead(models.Model):
     @property
     def hot(self) -> bool:
         return TAG_HOT in (self.tags or [])
+
+
+class LeadEvent(models.Model):
+    """One entry of a lead's history: a status change, a stop, a resume, a send's outcome or
+    its resolution by staff. Written only by the services that make the change, in the same
+    transaction."""
+
+    class Kind(models.TextChoices):
+        ENRICHED = "enriched", "Enriched"
+        SENT = "sent", "Email sent"
+        SEND_FAILED = "send_failed", "Email refused"
+        SEND_UNKNOWN = "send_unknown", "Email outcome unknown"
+        STOPPED = "stopped", "Stopped"
+        STATUS = "status", "Status set by staff"
+        REPLIED = "replied", "Reply recorded"
+        TAGGED = "tagged", "Tags changed"
+        RESUMED = "resumed", "Resumed"
+        RESOLVED = "resolved", "Send resolved by staff"
+
+    lead = models.ForeignKey(Lead, on_delete=models.CASCADE, related_name="events")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    from_status = models.CharField(max_length=10, blank=True)
+    to_status = models.CharField(max_length=10, blank=True)
+    reason = models.CharField(max_length=300, blank=True)
+    # Who: "staff <username>" for a person, "cycle of campaign N" for the engine, … .
+    actor = models.CharField(max_length=150, blank=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [models.Index(fields=["lead", "created_at"], name="lead_event_lead_created")]
+
+    def __str__(self) -> str:
+        return f"{self.lead_id} {self.kind} {self.from_status}→{self.to_status}"

@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Lower
@@ -19,12 +20,21 @@ class OutreachAttempt(models.Model):
     class Status(models.TextChoices):
         CLAIMED = "claimed", "Claimed (send in progress or interrupted)"
         SENT = "sent", "Sent"
-        FAILED = "failed", "Failed (refused by the mail server)"
-        UNKNOWN = "unknown", "Unknown (connection lost mid-send)"
+        FAILED = "failed", "Failed (not sent: refused, or the message could not be built)"
+        UNKNOWN = "unknown", "Unknown (connection lost after the message was handed over)"
         SKIPPED = "skipped", "Skipped"
+        NOT_SENT = "not_sent", "Not sent (resolved by staff)"
 
-    # Attempts that count against the daily quota: everything that reached the mail server.
-    QUOTA_STATUSES = (Status.CLAIMED, Status.SENT, Status.FAILED, Status.UNKNOWN)
+    class Resolution(models.TextChoices):
+        SENT = "sent", "Sent"
+        NOT_SENT = "not_sent", "Not sent"
+
+    # Attempts that count against the daily quota: mail that left or may have left. A send
+    # that certainly did not leave (refused, or failed before the message was handed over)
+    # uses no quota (SPEC §6).
+    QUOTA_STATUSES = (Status.CLAIMED, Status.SENT, Status.UNKNOWN)
+    # Attempts staff must resolve as sent or not sent.
+    ATTENTION_STATUSES = (Status.CLAIMED, Status.UNKNOWN)
     # Attempts that make a second send of the same step impossible.
     SENDING_STATUSES = (Status.CLAIMED, Status.SENT, Status.UNKNOWN)
 
@@ -34,10 +44,17 @@ class OutreachAttempt(models.Model):
     step = models.PositiveSmallIntegerField()
     status = models.CharField(max_length=10, choices=Status.choices)
     subject = models.CharField(max_length=300, blank=True)
+    body = models.TextField(blank=True, help_text="The text as sent.")
     error = models.TextField(blank=True)
     message_id = models.CharField(max_length=255, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # A claimed or unknown send resolved by staff: what they decided, who and when.
+    resolution = models.CharField(max_length=10, choices=Resolution.choices, blank=True)
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    resolved_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -51,6 +68,11 @@ class OutreachAttempt(models.Model):
         indexes = [
             # Today's quota count and the campaign's attempt history.
             models.Index(fields=["campaign", "created_at"], name="attempt_campaign_created"),
+            # Sends needing staff attention (claimed, unknown): few rows, any day.
+            models.Index(
+                fields=["campaign", "created_at"], name="attempt_needs_attention",
+                condition=Q(status__in=["claimed", "unknown"]),
+            ),
         ]
 
     def __str__(self) -> str:

@@ -1,0 +1,29 @@
+"""Validators shared by the apps' models, forms and serializers."""
+
+import re
+
+from django.core.exceptions import ValidationError
+
+# C0 and C1 control characters and DEL (in a mail header they split or forge headers, in a
+# terminal they move the cursor or recolour the screen), and the bidirectional overrides that
+# make a name read differently from what it is.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def has_control_characters(text: str) -> bool:
+    return bool(_CONTROL.search(text or ""))
+
+
+def no_control_characters(value: str) -> None:
+    """A one-line text (a name, a subject) must not carry line breaks, tabs, escapes or
+    bidirectional overrides."""
+    if has_control_characters(value):
+        raise ValidationError(
+            "Remove the control characters (line breaks, tabs, escape sequences) from this text.",
+            code="control_characters",
+        )
+
+
+def printable(text: str) -> str:
+    """`text` for a terminal or a log line: every control character shown as '?'."""
+    return _CONTROL.sub("?", str(text or ""))
