@@ -9,6 +9,7 @@ from rest_framework import exceptions, parsers, permissions, serializers
 from rest_framework.pagination import PageNumberPagination
 
 from leads.services import InvalidTransition
+from outreach.attention import Refused
 
 logger = logging.getLogger(__name__)
 
@@ -67,12 +68,28 @@ class Pagination(PageNumberPagination):
 
 
 def exception_handler(exc, context):
-    """DRF's JSON errors, plus the state machine's refusals as 400 with the field at fault."""
+    """DRF's JSON errors, plus the state machine's refusals as 400 with the field at fault, and
+    staff actions the state does not allow (resume, resolve) as 409 with the reason."""
     from rest_framework.views import exception_handler as drf_exception_handler  # DRF imports this module
 
     if isinstance(exc, InvalidTransition):
         exc = exceptions.ValidationError({"status": [str(exc)]})
+    if isinstance(exc, Refused):
+        # A valid request the lead's or the send's state does not allow now: 409 with the reason.
+        exc = Conflict(str(exc))
     return drf_exception_handler(exc, context)
+
+
+class Conflict(exceptions.APIException):
+    status_code = 409
+    default_detail = "Refused in the current state."
+    default_code = "conflict"
+
+
+class ErrorSerializer(serializers.Serializer):
+    """{"detail": "…"}: why the request was refused."""
+
+    detail = serializers.CharField()
 
 
 class IdConverter:

@@ -205,6 +205,12 @@ CAM_SITE_URL = env("CAM_SITE_URL", "http://127.0.0.1:8000").rstrip("/")
 CAM_VERIFY_EMAIL_DNS = envbool("CAM_VERIFY_EMAIL_DNS", False)
 CAM_MAX_NEW_LEADS = envint("CAM_MAX_NEW_LEADS", 100)
 CAM_MAX_ENRICHED = envint("CAM_MAX_ENRICHED", 100)
+# A cycle's overall time budget: what it did not reach waits for the next one. Keep it below
+# the interval between scheduled cycles.
+CAM_CYCLE_BUDGET_SECONDS = envint("CAM_CYCLE_BUDGET_SECONDS", 600)
+# The most one send may take, from MAIL FROM to the server's last reply, whatever the server
+# does (a server trickling its answer a byte at a time is cut off here).
+CAM_SEND_TIMEOUT_SECONDS = envint("CAM_SEND_TIMEOUT_SECONDS", 60)
 
 CAM_LOG_LEVEL = env("CAM_LOG_LEVEL", "INFO").upper()
 LOGGING = {

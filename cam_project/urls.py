@@ -22,6 +22,9 @@ api = [
     path("campaigns/<id:pk>/leads", leads_api.CampaignLeadsView.as_view(), name="api-campaign-leads"),
     path("campaigns/<id:pk>/attempts", outreach_api.CampaignAttemptsView.as_view(), name="api-campaign-attempts"),
     path("leads/<id:pk>", leads_api.LeadDetailView.as_view(), name="api-lead"),
+    path("leads/<id:pk>/resume", leads_api.LeadResumeView.as_view(), name="api-lead-resume"),
+    path("leads/<id:pk>/events", leads_api.LeadEventsView.as_view(), name="api-lead-events"),
+    path("attempts/<id:pk>/resolve", outreach_api.AttemptResolveView.as_view(), name="api-attempt-resolve"),
     path("suppressions", outreach_api.SuppressionsView.as_view(), name="api-suppressions"),
     path("suppressions/<id:pk>", outreach_api.SuppressionDetailView.as_view(), name="api-suppression"),
 ]

@@ -21,7 +21,8 @@ from campaigns.services import (
     campaign_update,
     campaigns_with_metrics,
 )
-from outreach.services import outreach_today
+from outreach.attention import attempts_needing_attention
+from outreach.limits import outreach_today
 
 class CampaignListSerializer(serializers.ModelSerializer):
     """A campaign from campaigns_with_metrics()."""
@@ -71,6 +72,7 @@ class TodayOutreachSerializer(serializers.Serializer):
     skipped = serializers.IntegerField()
     claimed = serializers.IntegerField(help_text="Sends interrupted or in progress: never retried.")
     unknown = serializers.IntegerField(help_text="Sends whose outcome is unknown: never retried.")
+    not_sent = serializers.IntegerField(help_text="Claimed or unknown sends staff resolved as not sent.")
 
 
 class CampaignDetailSerializer(serializers.ModelSerializer):
@@ -78,14 +80,19 @@ class CampaignDetailSerializer(serializers.ModelSerializer):
     sender_email = serializers.CharField(read_only=True, help_text="From address; empty means DEFAULT_FROM_EMAIL.")
     metrics = serializers.SerializerMethodField()
     today_outreach = serializers.SerializerMethodField()
+    needs_attention = serializers.SerializerMethodField(
+        help_text="Sends left claimed or unknown, any day: list them with attempts?status=claimed,unknown.")
 
     class Meta:
         model = Campaign
         fields = ["id", "name", "active", "description", "target_niche", "service_key", "target_clients",
                   "target_mrr", "channels_enabled", "max_emails_per_day", "created_at", "paused_at", "pause_reason",
                   "sender_name", "sender_email", "qualification_threshold", "max_attempts_per_lead",
-                  "metrics", "today_outreach"]
+                  "metrics", "today_outreach", "needs_attention"]
         read_only_fields = fields
+
+    def get_needs_attention(self, campaign) -> int:
+        return attempts_needing_attention(campaign=campaign).count()
 
     @extend_schema_field(MetricsSerializer)
     def get_metrics(self, campaign) -> dict:

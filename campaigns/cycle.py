@@ -5,23 +5,28 @@ campaign that fails never stops the others. Nothing here raises for a campaign's
 """
 
 import logging
+import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
 from django.conf import settings
+from django.db import DatabaseError
 
 from campaigns.models import Campaign
 from campaigns.services import CampaignMetrics, campaign_metrics, campaign_pause, campaign_pause_reason
 from leads.importing import leads_discover
-from leads.services import leads_enrich
-from outreach.services import outreach_send_due
+from leads.services import Actor, leads_enrich
+from outreach.sending import outreach_send_due
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class CycleResult:
-    """The contract's result object (SPEC §5), plus `notes`, `leads_lost` and dry-run `previews`."""
+    """The contract's result object (SPEC §5), plus `notes`, `leads_lost`, dry-run `previews`,
+    `outreach_unknown` (sends whose outcome is unknown: not counted as failed) and
+    `stopped_phases` (phases a mail server or database problem ended early: the command then
+    exits non-zero)."""
 
     campaign_id: int
     campaign_name: str
@@ -37,6 +42,8 @@ class CycleResult:
     notes: list[str] = field(default_factory=list)
     leads_lost: int = 0
     previews: list[dict] = field(default_factory=list)
+    outreach_unknown: int = 0
+    stopped_phases: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -49,12 +56,18 @@ def cycle_run(
     dry_run: bool = True,
     max_new_leads: int | None = None,
     max_enriched: int | None = None,
+    budget_seconds: float | None = None,
 ) -> CycleResult:
     """One cycle of one campaign. A paused campaign is left alone.
 
     Dry run (the default) discovers and enriches for real but sends nothing and pauses nothing;
-    it reports what it would send and whether the campaign would pause.
+    it reports what it would send and whether the campaign would pause. The cycle stops
+    starting work after CAM_CYCLE_BUDGET_SECONDS (or `budget_seconds`); what it did not reach
+    waits for the next cycle.
     """
+    budget = budget_seconds if budget_seconds is not None else settings.CAM_CYCLE_BUDGET_SECONDS
+    deadline = time.monotonic() + budget
+    actor = Actor.cycle(campaign)
     result = CycleResult(campaign_id=campaign.pk, campaign_name=campaign.name, dry_run=dry_run)
     if not campaign.active:
         result.campaign_paused = True
@@ -62,18 +75,23 @@ def cycle_run(
         result.notes.append("campaign is paused: nothing done")
         return result
 
-    def phase(name, run):
+    def phase(name, run, *, timed=True):
+        if timed and time.monotonic() >= deadline:
+            result.notes.append(f"cycle budget of {budget:g} s used up before {name}: it waits for the next cycle")
+            return None
         try:
             return run()
         except Exception as exc:
             logger.exception("cycle phase %s failed for campaign %s", name, campaign.pk)
-            result.errors.append(f"{name}: {type(exc).__name__}: {exc}")
+            cause = " (database)" if isinstance(exc, DatabaseError) else ""
+            result.errors.append(f"{name}{cause}: {type(exc).__name__}: {exc}")
+            result.stopped_phases.append(name)
             return None
 
     discovered = phase("discover", lambda: leads_discover(
         campaign=campaign, now=now, limit=max_new_leads or settings.CAM_MAX_NEW_LEADS))
     enriched = phase("enrich", lambda: leads_enrich(
-        campaign=campaign, now=now, limit=max_enriched or settings.CAM_MAX_ENRICHED))
+        campaign=campaign, now=now, limit=max_enriched or settings.CAM_MAX_ENRICHED, actor=actor))
     for done in (discovered, enriched):
         if done:
             result.notes += done.notes
@@ -89,18 +107,21 @@ def cycle_run(
         return result
     outreach = phase("outreach", lambda: outreach_send_due(
         campaign=campaign, now=now, dry_run=dry_run,
-        qualified_needed=campaign.target_clients - metrics.qualified_leads,
+        qualified_needed=campaign.target_clients - metrics.qualified_leads, deadline=deadline, actor=actor,
     ))
     if outreach:
         result.outreach_sent = outreach.sent
         result.outreach_failed = outreach.failed
+        result.outreach_unknown = outreach.unknown
+        if outreach.stopped:
+            result.stopped_phases.append("outreach")
         result.outreach_skipped = outreach.skipped
         result.leads_lost = outreach.lost
         result.notes += outreach.notes
         result.errors += outreach.errors
         result.previews = outreach.previews
-    if not dry_run:
-        phase("targets", lambda: _check_targets(campaign, now, dry_run, result))
+    if not dry_run:  # after a live run the targets are checked whatever the time
+        phase("targets", lambda: _check_targets(campaign, now, dry_run, result), timed=False)
     return result
 
 

@@ -25,7 +25,7 @@ from campaigns.services import (
 )
 from leads.models import Lead
 from outreach.models import OutreachAttempt
-from outreach.services import outreach_today, sends_per_day
+from outreach.limits import outreach_today, sends_per_day
 
 FUNNEL = [Lead.Status.NEW, Lead.Status.ENRICHED, Lead.Status.CONTACTED, Lead.Status.REPLIED,
           Lead.Status.QUALIFIED, Lead.Status.LOST]

@@ -1,19 +1,21 @@
-"""Lead endpoints: a campaign's leads (list, add one, a list, or a CSV upload), one lead (edit)."""
+"""Lead endpoints: a campaign's leads (list, add one, a list, or a CSV upload), one lead (edit,
+resume), and its history."""
 
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, PolymorphicProxySerializer, extend_schema, inline_serializer
-from rest_framework import generics, serializers, status
+from rest_framework import generics, permissions, serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 
-from cam_project.api import JSONParser, Pagination, query_param
+from cam_project.api import ErrorSerializer, JSONParser, Pagination, query_param, require_perm
 from campaigns.models import Campaign
 from leads.importing import leads_import_upload, leads_insert
-from leads.models import Lead
+from leads.models import Lead, LeadEvent
 from leads.rows import MAX_EXTRA_VALUE, LeadFileError, mapping_rows
-from leads.services import STAFF_STATUSES, lead_update, leads_search
+from leads.services import STAFF_STATUSES, Actor, lead_update, leads_search
+from outreach.attention import lead_resume
 
 MAX_LEADS_PER_REQUEST = 10_000
 
@@ -150,5 +152,45 @@ class LeadDetailView(generics.GenericAPIView):
         lead = get_object_or_404(Lead, pk=pk)
         changes = LeadChangeSerializer(data=request.data)
         changes.is_valid(raise_exception=True)
-        lead = lead_update(lead=lead, data=changes.validated_data, now=timezone.now())
+        lead = lead_update(lead=lead, data=changes.validated_data, now=timezone.now(), actor=Actor.staff(request.user))
         return Response(LeadSerializer(lead).data)
+
+
+class LeadResumeView(generics.GenericAPIView):
+    queryset = Lead.objects.all()
+    serializer_class = LeadSerializer
+    # A POST that changes a lead: it needs change_lead (checked in post), not add.
+    permission_classes = [permissions.IsAuthenticated]
+
+    @extend_schema(request=None, responses={200: LeadSerializer, 409: ErrorSerializer},
+                   summary="Resume a stopped lead: it is due again (never sooner than its step's delay); "
+                   "409 with the reason for suppressed, do-not-contact or finished leads, or an unresolved send")
+    def post(self, request, pk):
+        require_perm(request, "leads.view_lead")
+        require_perm(request, "leads.change_lead")
+        lead = lead_resume(lead=get_object_or_404(Lead, pk=pk), actor=Actor.staff(request.user), now=timezone.now())
+        return Response(LeadSerializer(lead).data)
+
+
+class LeadEventSerializer(serializers.ModelSerializer):
+    user = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True,
+                                        help_text="The staff user who made the change; empty for the engine.")
+
+    class Meta:
+        model = LeadEvent
+        fields = ["id", "kind", "from_status", "to_status", "reason", "actor", "user", "created_at"]
+        read_only_fields = fields
+
+
+class LeadEventsView(generics.ListAPIView):
+    serializer_class = LeadEventSerializer
+    pagination_class = Pagination
+    queryset = LeadEvent.objects.all()
+
+    def get_queryset(self):
+        lead = get_object_or_404(Lead, pk=self.kwargs["pk"])
+        return LeadEvent.objects.filter(lead=lead).select_related("user").order_by("created_at", "id")
+
+    @extend_schema(summary="A lead's history, oldest first: status changes, stops, sends, resumes, resolutions")
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)

@@ -1,19 +1,25 @@
 """Lead services: the status state machine and enrichment of NEW leads.
 
-Every change of a lead's status goes through `lead_transition`, called by the functions here.
+Every change of a lead's status, due time or attempt count is written under the lead's row
+lock or conditionally on what was read (a stale writer changes nothing), and recorded as a
+LeadEvent. Status changes follow `lead_transition`.
 """
 
 import logging
+import os
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.db import transaction
 from django.db.models import Q
+from django.utils import timezone
 
 from campaigns.models import Campaign
 from leads.enrichment import ENRICHERS, EnricherSkipped, email_verify, lead_score
-from leads.models import TAG_DO_NOT_CONTACT, Lead
+from leads.models import Lead, LeadEvent
 
 logger = logging.getLogger(__name__)
 
@@ -50,12 +56,68 @@ def lead_transition(lead: Lead, to: str) -> None:
     lead.status = to
 
 
+SENDING_PREFIX = "sending step"
+
+
+def sending_reason(step: int) -> str:
+    """A claimed lead's stopped_reason: it stays only if the send was interrupted."""
+    return f"{SENDING_PREFIX} {step}: if this stays, the send was interrupted (resolve it as sent or not sent)"
+
+
 def _stop(lead: Lead, reason: str) -> None:
     lead.next_action_at = None
     lead.stopped_reason = reason[:200]
 
 
+# --- who changes a lead, and the record of it ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who makes a change, for the lead's history: a person (`user`) or the engine."""
+
+    label: str
+    user: Any = None
+
+    @classmethod
+    def staff(cls, user) -> "Actor":
+        return cls(f"staff {user.get_username()}", user)
+
+    @classmethod
+    def cycle(cls, campaign: Campaign) -> "Actor":
+        return cls(f"cycle of campaign #{campaign.pk} ({socket.gethostname()}, pid {os.getpid()})")
+
+
+def lead_event(
+    *, lead: Lead, kind: str, actor: Actor, now: datetime, from_status: str = "", to_status: str = "", reason: str = ""
+) -> LeadEvent:
+    """Record one entry of the lead's history (call it inside the transaction that made the change)."""
+    return LeadEvent.objects.create(
+        lead=lead, kind=kind, from_status=from_status, to_status=to_status or from_status, reason=reason[:300],
+        actor=actor.label[:150], user=actor.user, created_at=now,
+    )
+
+
+def lead_locked(pk: int) -> Lead:
+    """The lead, re-read under a row lock (PostgreSQL) or SQLite's write lock: call it inside a
+    transaction, write, and no other writer can have changed it in between."""
+    return Lead.objects.select_for_update().get(pk=pk)
+
+
+def lead_write_if_unchanged(*, lead: Lead, expect: dict, changes: dict, now: datetime, event: dict | None = None) -> bool:
+    """Write `changes` only if the lead's row still holds what the caller read (`expect`), and
+    record `event` (lead_event's arguments) with it. False: another writer moved the lead on
+    first, and nothing was written: a stale writer changes nothing."""
+    with transaction.atomic():
+        written = Lead.objects.filter(pk=lead.pk, **expect).update(**changes, updated_at=now)
+        if written and event:
+            lead_event(lead=lead, now=now, **event)
+    return bool(written)
+
+
 # --- state machine -----------------------------------------------------------------------------
+# The functions below apply a rule to a lead in memory; the services that call them hold the
+# lead's row lock or write conditionally (see lead_write_if_unchanged), and record an event.
 
 
 def lead_apply_enrichment(*, lead: Lead, found: Iterable[dict], verification: dict, now: datetime) -> None:
@@ -92,7 +154,8 @@ def lead_qualifies(*, lead: Lead, campaign: Campaign) -> bool:
 def lead_record_send(
     *, lead: Lead, campaign: Campaign, now: datetime, next_delay_days: int | None
 ) -> None:
-    """An email reached the server: CONTACTED, or QUALIFIED when hot or above the threshold.
+    """An email reached the server: CONTACTED, or QUALIFIED when hot or above the threshold
+    (applied to `lead`, unsaved).
 
     `next_delay_days` is the next step's delay, or None when this was the last attempt; the
     lead then waits that long for a reply before it becomes LOST (see `lead_check_stop`).
@@ -104,29 +167,30 @@ def lead_record_send(
         lead_transition(lead, Status.QUALIFIED if lead_qualifies(lead=lead, campaign=campaign) else Status.CONTACTED)
     if lead.status in FINAL_STATUSES:
         # Qualified now, or replied while the email was on its way: no follow-up.
-        _stop(lead, lead.stopped_reason or lead.status.lower())
+        kept = lead.stopped_reason and not lead.stopped_reason.startswith(SENDING_PREFIX)
+        _stop(lead, lead.stopped_reason if kept else lead.status.lower())
+    elif lead.do_not_contact:
+        _stop(lead, "tagged do_not_contact")
     else:
         wait = next_delay_days if next_delay_days is not None else LAST_STEP_REPLY_WAIT_DAYS
         lead.next_action_at = now + followup_delay(wait, lead.score)
         lead.stopped_reason = ""
-    lead.save()
 
 
-
-def lead_record_send_failure(*, lead: Lead, now: datetime, failures: int, error: str) -> None:
-    """The server refused the email: status unchanged, retried later, stopped after a few tries."""
-    if failures >= MAX_SEND_FAILURES:
+def lead_record_send_failure(*, lead: Lead, now: datetime, failures: int, error: str, permanent: bool = False) -> None:
+    """The email certainly did not leave: the status is unchanged. A temporary refusal is
+    retried an hour later, then two; a lead is stopped after MAX_SEND_FAILURES, or at once
+    for a permanent problem (applied to `lead`, unsaved). A lead that replied or was stopped
+    meanwhile stays as it is."""
+    if lead.status not in DUE_STATUSES or lead.do_not_contact:
+        return
+    if permanent:
+        _stop(lead, f"not sent: {error}")
+    elif failures >= MAX_SEND_FAILURES:
         _stop(lead, f"{failures} failed sends: {error}")
     else:
         lead.next_action_at = now + timedelta(hours=failures)
-    lead.save(update_fields=["next_action_at", "stopped_reason", "updated_at"])
-
-
-def lead_stop(*, lead: Lead, reason: str, now: datetime) -> None:
-    """No more outreach for this lead until staff look at it; its status is left as it is."""
-    _stop(lead, reason)
-    lead.updated_at = now
-    lead.save(update_fields=["next_action_at", "stopped_reason", "updated_at"])
+        lead.stopped_reason = ""
 
 
 def lead_check_stop(*, lead: Lead, campaign: Campaign, now: datetime, suppressed: bool, steps: int) -> str | None:
@@ -151,42 +215,24 @@ def lead_check_stop(*, lead: Lead, campaign: Campaign, now: datetime, suppressed
     return reason
 
 
-def _mark_replied(lead: Lead, now: datetime) -> None:
-    lead_transition(lead, Status.REPLIED)
-    lead.replied_at = lead.replied_at or now
-    _stop(lead, "replied")
-
-
-def lead_mark_replied(*, lead: Lead, now: datetime) -> Lead:
-    """A reply stops all follow-ups."""
-    _mark_replied(lead, now)
-    lead.save()
-    return lead
-
-
-def lead_tag_add(*, lead: Lead, tag: str) -> Lead:
-    """Tagging a lead do_not_contact stops its outreach at once, not at its next due time."""
-    tag = tag.strip().lower()
-    if tag not in lead.tags:
-        lead.tags = [*lead.tags, tag]
-    if tag == TAG_DO_NOT_CONTACT:
-        _stop(lead, "tagged do_not_contact")
-    lead.save()
-    return lead
-
+# --- staff changes ------------------------------------------------------------------------------
 
 # Statuses staff may set by hand; the rest follow from outreach.
 STAFF_STATUSES = (Status.REPLIED, Status.QUALIFIED, Status.LOST)
 
 
 @transaction.atomic
-def lead_update(*, lead: Lead, data: dict, now: datetime) -> Lead:
-    """Staff changes to a lead: its details (re-scored), its tags, or its status.
+def lead_update(*, lead: Lead, data: dict, now: datetime, actor: Actor | None = None) -> Lead:
+    """Staff changes to a lead: its details (re-scored), its tags, or its status; each change
+    of status or outreach is an event of the lead.
 
     REPLIED records a reply (follow-ups stop); QUALIFIED and LOST close the lead. Tagging
-    do_not_contact stops outreach at once; removing that tag lets a lead it had stopped go on.
+    do_not_contact stops outreach at once; removing the tag does not restart it (staff resume
+    the lead, which checks it may be emailed again).
     """
-    lead = Lead.objects.select_for_update().get(pk=lead.pk)
+    actor = actor or Actor("staff")
+    lead = lead_locked(lead.pk)
+    before_status, before_due = lead.status, lead.next_action_at
     details = [name for name in ENRICHABLE_FIELDS if name in data]
     for name in details:
         setattr(lead, name, data[name])
@@ -194,23 +240,51 @@ def lead_update(*, lead: Lead, data: dict, now: datetime) -> Lead:
         lead.score = lead_score(lead)
     if "tags" in data:
         tags = list(dict.fromkeys(tag.strip().lower() for tag in data["tags"] if tag.strip()))
-        removed_dnc = lead.do_not_contact and TAG_DO_NOT_CONTACT not in tags
+        added, removed = sorted(set(tags) - set(lead.tags)), sorted(set(lead.tags) - set(tags))
         lead.tags = tags
-        if lead.do_not_contact:
+        if added or removed:
+            change = ", ".join([*(f"+{t}" for t in added), *(f"-{t}" for t in removed)])
+            lead_event(lead=lead, kind=LeadEvent.Kind.TAGGED, actor=actor, now=now, from_status=lead.status,
+                       reason=f"tags {change}")
+        if lead.do_not_contact and lead.status not in FINAL_STATUSES:
             _stop(lead, "tagged do_not_contact")
-        elif removed_dnc and lead.stopped_reason == "tagged do_not_contact" and lead.status in (Status.NEW, *DUE_STATUSES):
-            lead.next_action_at, lead.stopped_reason = now, ""
     status = data.get("status")
+    if status and status not in STAFF_STATUSES:
+        raise InvalidTransition(f"staff can set {', '.join(STAFF_STATUSES)}, not {status}")
     if status == Status.REPLIED and lead.status != Status.REPLIED:
         _mark_replied(lead, now)
+        lead_event(lead=lead, kind=LeadEvent.Kind.REPLIED, actor=actor, now=now, from_status=before_status,
+                   to_status=lead.status, reason="reply recorded")
     elif status in (Status.QUALIFIED, Status.LOST) and lead.status != status:
         lead_transition(lead, status)
         _stop(lead, f"marked {status.lower()} by staff")
-    elif status and status not in STAFF_STATUSES:
-        raise InvalidTransition(f"staff can set {', '.join(STAFF_STATUSES)}, not {status}")
+        lead_event(lead=lead, kind=LeadEvent.Kind.STATUS, actor=actor, now=now, from_status=before_status,
+                   to_status=lead.status, reason=f"marked {status.lower()}")
+    elif before_due is not None and lead.next_action_at is None:
+        lead_event(lead=lead, kind=LeadEvent.Kind.STOPPED, actor=actor, now=now, from_status=before_status,
+                   reason=lead.stopped_reason)
     lead.updated_at = now
     lead.save()
     return lead
+
+
+def _mark_replied(lead: Lead, now: datetime) -> None:
+    lead_transition(lead, Status.REPLIED)
+    lead.replied_at = lead.replied_at or now
+    _stop(lead, "replied")
+
+
+def lead_mark_replied(*, lead: Lead, now: datetime, actor: Actor | None = None) -> Lead:
+    """A reply stops all follow-ups."""
+    return lead_update(lead=lead, data={"status": Status.REPLIED}, now=now, actor=actor)
+
+
+def lead_tag_add(*, lead: Lead, tag: str, now: datetime | None = None, actor: Actor | None = None) -> Lead:
+    """Tagging a lead do_not_contact stops its outreach at once, not at its next due time."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        current = lead_locked(lead.pk)
+        return lead_update(lead=current, data={"tags": [*current.tags, tag]}, now=now, actor=actor)
 
 
 SEARCH_FIELDS = ("email", "first_name", "last_name", "company", "job_title", "industry")
@@ -233,12 +307,25 @@ class PhaseResult:
     errors: list[str] = field(default_factory=list)
 
 
-def leads_enrich(*, campaign: Campaign, now: datetime, limit: int) -> PhaseResult:
-    """Enrich, verify and score up to `limit` NEW leads of the campaign, oldest first."""
+# What enrichment writes; a lead still NEW and unchanged since it was read takes all of them.
+_ENRICHMENT_WRITES = (*ENRICHABLE_FIELDS, "enrichment", "email_verification", "email_valid", "score", "status",
+                      "enriched_at", "next_action_at", "stopped_reason", "updated_at")
+
+
+def leads_enrich(*, campaign: Campaign, now: datetime, limit: int, actor: Actor | None = None) -> PhaseResult:
+    """Enrich, verify and score up to `limit` NEW leads of the campaign, oldest first.
+
+    Enrichment runs outside any transaction (enrichers may call slow services); what it found
+    is written only to leads that are still NEW and unchanged since they were read, under their
+    row locks. A lead another cycle enriched and emailed meanwhile, or that staff changed, is
+    left as it is now (it is never sent back to ENRICHED and due again).
+    """
     result = PhaseResult()
+    actor = actor or Actor.cycle(campaign)
     leads = list(Lead.objects.filter(campaign=campaign, status=Status.NEW).order_by("created_at", "id")[:limit])
     if not leads:
         return result
+    as_read = {lead.pk: lead.updated_at for lead in leads}
     found_by_enricher = []
     for name, enrich in ENRICHERS.items():
         try:
@@ -256,11 +343,24 @@ def leads_enrich(*, campaign: Campaign, now: datetime, limit: int) -> PhaseResul
             now=now,
         )
     with transaction.atomic():
-        Lead.objects.bulk_update(
-            leads,
-            [*ENRICHABLE_FIELDS, "enrichment", "email_verification", "email_valid", "score", "status",
-             "enriched_at", "next_action_at", "stopped_reason", "updated_at"],
-            batch_size=200,
-        )
-    result.count = sum(1 for lead in leads if lead.status == Status.ENRICHED)
+        unchanged = {
+            pk for pk, updated_at in Lead.objects.select_for_update()
+            .filter(pk__in=as_read, status=Status.NEW).order_by("pk").values_list("pk", "updated_at")
+            if as_read[pk] == updated_at
+        }
+        fresh = [lead for lead in leads if lead.pk in unchanged]
+        Lead.objects.bulk_update(fresh, _ENRICHMENT_WRITES, batch_size=200)
+        events = []
+        for lead in fresh:
+            score = f"score {lead.score:g}"
+            events.append(LeadEvent(lead=lead, kind=LeadEvent.Kind.ENRICHED, from_status=Status.NEW,
+                                    to_status=lead.status, reason=score, actor=actor.label, created_at=now))
+            if lead.next_action_at is None and lead.stopped_reason:
+                events.append(LeadEvent(lead=lead, kind=LeadEvent.Kind.STOPPED, from_status=lead.status,
+                                        to_status=lead.status, reason=lead.stopped_reason, actor=actor.label,
+                                        created_at=now))
+        LeadEvent.objects.bulk_create(events)
+    if len(fresh) < len(leads):
+        result.notes.append(f"{len(leads) - len(fresh)} lead(s) changed while being enriched: left as they are now")
+    result.count = sum(1 for lead in fresh if lead.status == Status.ENRICHED)
     return result

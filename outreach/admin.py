@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.utils import timezone
 
 from outreach.models import OutreachAttempt, Suppression
-from outreach.services import suppression_add
+from outreach.suppression import suppression_add
 
 
 @admin.register(OutreachAttempt)

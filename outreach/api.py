@@ -1,31 +1,51 @@
-"""Outreach endpoints: a campaign's attempts, and the global suppression list."""
+"""Outreach endpoints: a campaign's attempts (and resolving interrupted sends), and the global
+suppression list."""
 
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import generics, serializers, status
+from rest_framework import generics, permissions, serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
-from cam_project.api import Pagination, query_param
+from cam_project.api import ErrorSerializer, Pagination, query_param, require_perm
 from campaigns.models import Campaign
 from leads.rows import email_normalise, email_syntax_error
 from outreach.models import OutreachAttempt, Suppression
-from outreach.services import suppression_add, suppression_remove
+from leads.services import Actor
+from outreach.attention import attempt_resolve
+from outreach.suppression import suppression_add, suppression_remove
 
 
 class AttemptSerializer(serializers.ModelSerializer):
     lead_email = serializers.CharField(source="lead.email", read_only=True)
+    resolution = serializers.CharField(read_only=True, help_text="How staff resolved a claimed or unknown send: "
+                                       "sent, not_sent, or empty.")
+    resolved_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True,
+                                               help_text="The staff user who resolved a claimed or unknown send.")
 
     class Meta:
         model = OutreachAttempt
-        fields = ["id", "campaign", "lead", "lead_email", "channel", "step", "status", "subject", "error",
-                  "message_id", "created_at", "finished_at"]
+        fields = ["id", "campaign", "lead", "lead_email", "channel", "step", "status", "subject", "body", "error",
+                  "message_id", "created_at", "finished_at", "resolution", "resolved_by", "resolved_at"]
         read_only_fields = fields
 
 
+def status_list_param(request) -> list[str]:
+    """?status=claimed,unknown: one status or several, each checked like a field."""
+    raw = query_param(request, "status", max_length=200)
+    wanted = [part.strip() for part in raw.split(",") if part.strip()]
+    unknown = [part for part in wanted if part not in OutreachAttempt.Status.values]
+    if unknown:
+        choices = ", ".join(OutreachAttempt.Status.values)
+        raise ValidationError({"status": [f'"{unknown[0][:40]}" is not a valid choice ({choices}).']})
+    return wanted
+
+
 @extend_schema(
-    parameters=[OpenApiParameter("status", str, enum=list(OutreachAttempt.Status.values))],
+    parameters=[OpenApiParameter(
+        "status", str, description="One status or several, comma-separated: claimed,unknown lists the sends "
+        "needing attention (any day). One of: " + ", ".join(OutreachAttempt.Status.values))],
     summary="A campaign's outreach attempts, newest first",
 )
 class CampaignAttemptsView(generics.ListAPIView):
@@ -35,11 +55,38 @@ class CampaignAttemptsView(generics.ListAPIView):
 
     def get_queryset(self):
         campaign = get_object_or_404(Campaign, pk=self.kwargs["pk"])
-        attempts = OutreachAttempt.objects.filter(campaign=campaign).select_related("lead").order_by("-created_at", "-id")
-        wanted = query_param(self.request, "status", choices=OutreachAttempt.Status.values)
+        attempts = (OutreachAttempt.objects.filter(campaign=campaign).select_related("lead", "resolved_by")
+                    .order_by("-created_at", "-id"))
+        wanted = status_list_param(self.request)
         if wanted:
-            attempts = attempts.filter(status=wanted)
+            attempts = attempts.filter(status__in=wanted)
         return attempts
+
+
+class ResolveSerializer(serializers.Serializer):
+    outcome = serializers.ChoiceField(choices=OutreachAttempt.Resolution.choices,
+                                      help_text="sent: the lead moves on; not_sent: the step may be sent again.")
+
+
+class AttemptResolveView(generics.GenericAPIView):
+    """Staff resolve a send left claimed or unknown (SPEC §6)."""
+
+    queryset = OutreachAttempt.objects.all()
+    serializer_class = ResolveSerializer
+    # A POST that changes an attempt: it needs change_outreachattempt (checked in post), not add.
+    permission_classes = [permissions.IsAuthenticated]
+
+    @extend_schema(request=ResolveSerializer, responses={200: AttemptSerializer, 409: ErrorSerializer},
+                   summary="Resolve a claimed or unknown send as sent or not sent (409 with the reason if refused)")
+    def post(self, request, pk):
+        require_perm(request, "outreach.view_outreachattempt")
+        require_perm(request, "outreach.change_outreachattempt")
+        attempt = get_object_or_404(OutreachAttempt, pk=pk)
+        body = ResolveSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        attempt = attempt_resolve(attempt=attempt, outcome=body.validated_data["outcome"],
+                                  actor=Actor.staff(request.user), now=timezone.now())
+        return Response(AttemptSerializer(attempt).data)
 
 
 class SuppressionSerializer(serializers.ModelSerializer):

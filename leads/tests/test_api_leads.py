@@ -595,16 +595,19 @@ def test_tagging_do_not_contact_stops_outreach_at_once(api, campaign, smtp_serve
     assert not OutreachAttempt.objects.filter(lead=quiet).exists()
 
 
-def test_removing_do_not_contact_lets_outreach_go_on(api, campaign, smtp_server):
+def test_removing_do_not_contact_and_resuming_lets_outreach_go_on(api, campaign, smtp_server):
     MessageStepFactory(campaign=campaign, position=1)
     lead = LeadFactory(campaign=campaign, email="back@x.example")
     api.patch(lead_url(lead.pk), {"tags": ["do_not_contact", "vip"]}, format="json")
 
-    response = api.patch(lead_url(lead.pk), {"tags": ["vip"]}, format="json")
+    body = api.patch(lead_url(lead.pk), {"tags": ["vip"]}, format="json").json()
+    # Removing the tag alone sends nothing: staff resume the lead, which checks it may be emailed.
+    assert (body["tags"], body["next_action_at"], body["stopped_reason"]) == (["vip"], None, "tagged do_not_contact")
+    run_live_cycle(api, campaign)
+    assert smtp_server.recipients() == []
 
-    body = response.json()
-    assert (body["tags"], body["stopped_reason"]) == (["vip"], "")
-    assert body["next_action_at"] is not None
+    body = api.post(lead_url(lead.pk) + "/resume").json()
+    assert (body["stopped_reason"], body["next_action_at"] is not None) == ("", True)
     run_live_cycle(api, campaign)
     assert smtp_server.recipients() == ["back@x.example"]
 

@@ -54,7 +54,6 @@ def test_a_lead_whose_email_fails_verification_gets_no_outreach(now):
 def test_a_successful_send_contacts_or_qualifies_by_score_and_hot_tag(now, score, hot, expected):
     lead = LeadFactory(score=score, tags=[TAG_HOT] if hot else [])
     lead_record_send(lead=lead, campaign=lead.campaign, now=now, next_delay_days=3)
-    lead.refresh_from_db()
     assert lead.status == expected
     assert lead.attempt_count == 1
     assert lead.first_contacted_at == now

@@ -26,8 +26,8 @@ from outreach.tests.factories import OutreachAttemptFactory, SuppressionFactory
 pytestmark = pytest.mark.django_db
 
 PAGE_KEYS = {"count", "next", "previous", "results"}
-ATTEMPT_KEYS = {"id", "campaign", "lead", "lead_email", "channel", "step", "status", "subject", "error", "message_id",
-                "created_at", "finished_at"}
+ATTEMPT_KEYS = {"id", "campaign", "lead", "lead_email", "channel", "step", "status", "subject", "body", "error",
+                "message_id", "created_at", "finished_at", "resolution", "resolved_by", "resolved_at"}
 SUPPRESSION_KEYS = {"id", "email", "reason", "note", "created_at"}
 SUPPRESSIONS = "/api/cam/suppressions"
 STOPPED_BY_SUPPRESSION = "address is on the suppression list"

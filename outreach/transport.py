@@ -1,0 +1,219 @@
+"""Handing one message to the mail server, and knowing what became of it.
+
+SPEC §6: a send that certainly did not leave releases its claim; only a connection lost after
+the message was handed over (after DATA) leaves the outcome unknown. Django's `send_mail` path
+hides where an SMTP conversation broke, so with the SMTP backend the conversation is driven
+step by step here (MAIL, RCPT, DATA, the message, the final reply) on the connection Django's
+backend opened (TLS, login and timeouts as configured). Other backends (files, memory) are
+called as they are. Every send has a total time limit, enforced by a watchdog that shuts the
+socket down: a server that trickles its replies a byte at a time cannot hold a cycle.
+"""
+
+import logging
+import re
+import smtplib
+import socket
+import threading
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.core.mail import EmailMessage, get_connection
+from django.core.mail.backends.smtp import EmailBackend as SMTPBackend
+from django.core.mail.message import sanitize_address
+
+logger = logging.getLogger(__name__)
+
+# What a send came to, besides OutreachAttempt's SENT / FAILED / UNKNOWN statuses.
+RELEASED = "released"  # certainly not sent (nothing handed over): the claim is undone
+SENDER_REFUSED = "sender_refused"  # MAIL FROM refused: no message would get past it
+
+
+class MailServerDown(Exception):
+    """The mail server cannot be reached or refuses our sender or login: nothing can go out now."""
+
+
+class MessageProblem(Exception):
+    """The message itself cannot be sent (a header that cannot be encoded, a bad address):
+    no server would take it, and retrying will not help."""
+
+
+@dataclass(frozen=True)
+class SendOutcome:
+    status: str  # "sent", "failed", "unknown" or RELEASED
+    error: str = ""
+    # The recipient's server says the address does not exist (5xx to RCPT): suppress it.
+    hard_bounce: bool = False
+
+
+@dataclass(frozen=True)
+class PreparedMessage:
+    """A message built and checked before anything is claimed: envelope and bytes."""
+
+    email: EmailMessage
+    from_addr: str
+    recipients: list[str]
+    data: bytes
+
+
+def message_prepare(email: EmailMessage) -> PreparedMessage:
+    """Build the message as the SMTP backend would; MessageProblem if it cannot be built."""
+    encoding = email.encoding or settings.DEFAULT_CHARSET
+    try:
+        from_addr = sanitize_address(email.from_email, encoding)
+        recipients = [sanitize_address(address, encoding) for address in email.recipients()]
+        data = email.message().as_bytes(linesep="\r\n")
+    except Exception as exc:  # BadHeaderError, ValueError, UnicodeError, …: all mean "this message"
+        raise MessageProblem(f"the message cannot be built: {_describe(exc)}") from exc
+    if not recipients:
+        raise MessageProblem("the message has no recipient")
+    if not all(address.isascii() for address in (from_addr, *recipients)):
+        raise MessageProblem("an address has non-ASCII characters the mail server would need SMTPUTF8 for")
+    return PreparedMessage(email=email, from_addr=from_addr, recipients=recipients, data=data)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:2000]
+
+
+def _reply(code: int, text: bytes | str) -> str:
+    text = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
+    return f"{code} {' '.join(text.split())}"[:500]
+
+
+_EOLS = re.compile(rb"(?:\r\n|\n|\r(?!\n))")
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+
+
+def _dot_stuffed(data: bytes) -> bytes:
+    """The message as DATA carries it (RFC 5321 4.5.2): CRLF line ends, leading dots doubled,
+    ended by CRLF . CRLF."""
+    data = _LEADING_DOT.sub(b"..", _EOLS.sub(b"\r\n", data))
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    return data + b".\r\n"
+
+
+class Mailer:
+    """One connection to the mail server for a run of sends, checked before each message."""
+
+    def __init__(self, *, send_seconds: float):
+        self.send_seconds = send_seconds
+        self.backend = None
+
+    @property
+    def is_smtp(self) -> bool:
+        return isinstance(self.backend, SMTPBackend)
+
+    def ready(self) -> None:
+        """An open, answering connection, or MailServerDown. An SMTP connection the server
+        closed while idle is noticed here (NOOP) and reopened, before anything is claimed."""
+        if self.backend is not None and self.is_smtp:
+            try:
+                alive = self.backend.connection is not None and self.backend.connection.noop()[0] == 250
+            except (smtplib.SMTPException, OSError):
+                alive = False
+            if not alive:
+                self.close()
+        if self.backend is not None:
+            return
+        try:
+            timeout = getattr(settings, "EMAIL_TIMEOUT", None) or self.send_seconds
+            backend = get_connection(fail_silently=False, timeout=min(timeout, self.send_seconds))
+            backend.open()
+        except Exception as exc:
+            raise MailServerDown(_describe(exc)) from exc
+        self.backend = backend
+
+    def close(self) -> None:
+        backend, self.backend = self.backend, None
+        if backend is None:
+            return
+        try:
+            backend.close()
+        except Exception as exc:  # a connection that is already gone: nothing to close
+            logger.debug("closing the mail connection: %s", _describe(exc))
+            if isinstance(backend, SMTPBackend) and backend.connection is not None:
+                backend.connection.close()
+                backend.connection = None
+
+    def send(self, message: PreparedMessage, *, limit: float) -> SendOutcome:
+        """Hand `message` over within `limit` seconds and say what became of it. Raises
+        MailServerDown (after closing the connection) when the server refuses our sender."""
+        if not self.is_smtp:
+            return self._send_other(message)
+        smtp = self.backend.connection
+        outcome = _smtp_deliver(smtp, message, limit=limit)
+        if outcome.status in (RELEASED, "unknown"):
+            self.close()  # the connection is in an unknown state: the next send opens a new one
+        if outcome.status == SENDER_REFUSED:
+            self.close()
+            raise MailServerDown(f"the server refused our sender: {outcome.error}")
+        return outcome
+
+    def _send_other(self, message: PreparedMessage) -> SendOutcome:
+        """Files, memory or an API backend: an exception may come after the message left."""
+        try:
+            sent = self.backend.send_messages([message.email])
+        except Exception as exc:
+            self.close()
+            return SendOutcome("unknown", _describe(exc))
+        return SendOutcome("sent") if sent else SendOutcome("failed", "the mail backend did not take the message")
+
+
+def _smtp_deliver(smtp: smtplib.SMTP, message: PreparedMessage, *, limit: float) -> SendOutcome:
+    """One SMTP transaction, step by step, so a failure is known to be before or after the
+    message was handed over."""
+    expired = threading.Event()
+
+    def cut_off():
+        expired.set()
+        try:
+            smtp.sock.shutdown(socket.SHUT_RDWR)
+        except (OSError, AttributeError):
+            pass
+
+    watchdog = threading.Timer(limit, cut_off)
+    watchdog.daemon = True
+    handed_over = False
+    watchdog.start()
+    try:
+        if smtp.sock is not None:
+            smtp.sock.settimeout(limit)
+        smtp.ehlo_or_helo_if_needed()
+        code, text = smtp.mail(message.from_addr)
+        if code != 250:
+            _reset(smtp)
+            return SendOutcome(SENDER_REFUSED, _reply(code, text))
+        for recipient in message.recipients:
+            code, text = smtp.rcpt(recipient)
+            if code not in (250, 251):
+                _reset(smtp)
+                return SendOutcome("failed", f"recipient refused: {_reply(code, text)}", hard_bounce=code >= 500)
+        code, text = smtp.docmd("DATA")
+        if code != 354:
+            _reset(smtp)
+            return SendOutcome("failed", f"DATA refused: {_reply(code, text)}")
+        handed_over = True
+        smtp.send(_dot_stuffed(message.data))
+        code, text = smtp.getreply()
+        if code != 250:
+            # The server had the whole message and said no: it will not deliver it.
+            return SendOutcome("failed", f"message refused: {_reply(code, text)}")
+        return SendOutcome("sent")
+    except Exception as exc:  # disconnects, timeouts, garbage replies, our own errors
+        error = _describe(exc)
+        if expired.is_set():
+            error = f"no answer within the send limit of {limit:g} s ({error})"
+        if handed_over:
+            return SendOutcome("unknown", f"connection lost after the message was handed over: {error}")
+        return SendOutcome(RELEASED, f"not sent, connection lost before the message: {error}")
+    finally:
+        watchdog.cancel()
+
+
+def _reset(smtp: smtplib.SMTP) -> None:
+    """Abandon the transaction so the connection can carry the next message."""
+    try:
+        smtp.rset()
+    except (smtplib.SMTPException, OSError):
+        pass
