@@ -131,3 +131,88 @@ def test_claims_racing_for_the_last_slots_never_exceed_the_quota():
     assert len(claimed) == QUOTA
     assert outcomes.count(QUOTA_FULL) == len(leads) - QUOTA
     assert OutreachAttempt.objects.filter(campaign=campaign).count() == QUOTA
+
+
+# --- from where real data starts: leads fresh from import_leads (NEW) ---------------------------
+
+IMPORTED = 60
+ROUNDS = 3
+
+
+def _write_leads_csv(path, count, prefix):
+    lines = ["email,first_name,last_name,company,job_title,company_size,industry"]
+    for i in range(count):
+        # Varied fields give varied scores; the last lead has none: it scores lowest, goes last.
+        full = i < count - 1
+        lines.append(f"{prefix}{i}@lead{i % 7}.example,Ann{i},Lee,Co{i},{'CTO' if full else ''},"
+                     f"{'42' if full and i % 2 else ''},{'SaaS' if full and i % 3 else ''}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_cycles_racing_on_freshly_imported_leads_never_mail_anyone_twice_nor_overwrite_a_reply(
+    smtp_server, database_url, tmp_path, settings
+):
+    """Several live cycles start together on NEW leads straight from import_leads: each
+    enriches them and sends. A cycle's enrichment written back after another cycle sent must
+    not make a lead ENRICHED and due again (it would get step 2 at once), and a reply recorded
+    through the API while they run must stay."""
+    from django.core.management import call_command
+
+    from cam_project.testing import superuser, token_client
+    from campaigns.tests.factories import MessageStepFactory
+    from leads.models import Lead
+
+    api = token_client(superuser())
+    env = {
+        **os.environ, "DATABASE_URL": database_url, "EMAIL_HOST": "127.0.0.1", "EMAIL_PORT": str(smtp_server.port),
+        "MAKE_WEBHOOK_URL": "", "CAM_LOG_LEVEL": "ERROR", "CAM_MAX_ENRICHED": str(IMPORTED),
+    }
+    command = [sys.executable, "manage.py", "run_cam_cycle", "--all", "--no-dry-run", "--json"]
+    first_mail = threading.Event()
+    original_handle_data = smtp_server.handle_DATA
+
+    async def note_first_mail(server, session, envelope):
+        first_mail.set()
+        return await original_handle_data(server, session, envelope)
+
+    smtp_server.handle_DATA = note_first_mail
+    for round_number in range(ROUNDS):
+        Campaign.objects.filter(active=True).update(active=False)  # one campaign races per round
+        campaign = CampaignFactory(max_emails_per_day=IMPORTED, target_clients=IMPORTED * 10,
+                                   qualification_threshold=1.0)
+        for position, delay in ((1, 0), (2, 3), (3, 4)):
+            MessageStepFactory(campaign=campaign, position=position, delay_days=delay)
+        csv_path = _write_leads_csv(tmp_path / f"leads{round_number}.csv", IMPORTED, f"r{round_number}-")
+        call_command("import_leads", "--campaign-id", str(campaign.pk), str(csv_path), stdout=open(os.devnull, "w"))
+        assert Lead.objects.filter(campaign=campaign, status=Lead.Status.NEW).count() == IMPORTED
+        replier = Lead.objects.get(campaign=campaign, email=f"r{round_number}-{IMPORTED - 1}@lead{(IMPORTED - 1) % 7}.example")
+        first_mail.clear()
+        smtp_server.messages.clear()
+
+        workers = [subprocess.Popen(command, cwd=settings.BASE_DIR, env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True) for _ in range(WORKERS)]
+        assert first_mail.wait(timeout=60), "no mail reached the server"
+        reply = api.patch(f"/api/cam/leads/{replier.pk}", {"status": "REPLIED"}, format="json")
+        assert reply.status_code == 200, reply.content
+        outputs = [worker.communicate(timeout=180) for worker in workers]
+
+        for worker, (out, err) in zip(workers, outputs):
+            assert worker.returncode == 0, err
+        recipients = Counter(smtp_server.recipients())
+        twice = {email: n for email, n in recipients.items() if n > 1}
+        assert not twice, f"round {round_number}: mailed more than once: {twice}"
+        leads = {lead.email: lead for lead in Lead.objects.filter(campaign=campaign)}
+        replier.refresh_from_db()
+        assert (replier.status, replier.next_action_at) == (Lead.Status.REPLIED, None), round_number
+        assert recipients[replier.email] <= 1
+        for email, lead in leads.items():
+            sent = OutreachAttempt.objects.filter(lead=lead, status=OutreachAttempt.Status.SENT).count()
+            assert lead.attempt_count == sent == recipients[email], (round_number, email, lead.status)
+            if sent and lead.pk != replier.pk:
+                # Contacted leads stay contacted, and their next step waits its delay.
+                assert lead.status == Lead.Status.CONTACTED, (round_number, email, lead.status)
+                assert lead.next_action_at is not None and lead.next_action_at > timezone.now() + timedelta(days=1)
+        # Every lead not replied to was mailed exactly once: nothing lost, nothing doubled.
+        assert len(recipients) >= IMPORTED - 1
+        assert not OutreachAttempt.objects.filter(campaign=campaign, status__in=["claimed", "unknown"]).exists()
