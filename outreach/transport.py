@@ -15,11 +15,13 @@ import smtplib
 import socket
 import threading
 from dataclasses import dataclass
+from email.utils import parseaddr
 
 from django.conf import settings
 from django.core.mail import EmailMessage, get_connection
 from django.core.mail.backends.smtp import EmailBackend as SMTPBackend
 from django.core.mail.message import sanitize_address
+from django.core.mail.utils import DNS_NAME
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +60,11 @@ class PreparedMessage:
 def message_prepare(email: EmailMessage) -> PreparedMessage:
     """Build the message as the SMTP backend would; MessageProblem if it cannot be built."""
     encoding = email.encoding or settings.DEFAULT_CHARSET
+    for address in (email.from_email, *email.recipients()):
+        local_part = parseaddr(address)[1].rpartition("@")[0]
+        if not local_part.isascii():
+            # Django would MIME-encode it into an address no server delivers, and call it sent.
+            raise MessageProblem(f"{address!r} has non-ASCII characters before the @: delivering it needs SMTPUTF8")
     try:
         from_addr = sanitize_address(email.from_email, encoding)
         recipients = [sanitize_address(address, encoding) for address in email.recipients()]
@@ -66,8 +73,6 @@ def message_prepare(email: EmailMessage) -> PreparedMessage:
         raise MessageProblem(f"the message cannot be built: {_describe(exc)}") from exc
     if not recipients:
         raise MessageProblem("the message has no recipient")
-    if not all(address.isascii() for address in (from_addr, *recipients)):
-        raise MessageProblem("an address has non-ASCII characters the mail server would need SMTPUTF8 for")
     return PreparedMessage(email=email, from_addr=from_addr, recipients=recipients, data=data)
 
 
@@ -117,9 +122,12 @@ class Mailer:
         if self.backend is not None:
             return
         try:
-            timeout = getattr(settings, "EMAIL_TIMEOUT", None) or self.send_seconds
-            backend = get_connection(fail_silently=False, timeout=min(timeout, self.send_seconds))
-            backend.open()
+            timeout = min(getattr(settings, "EMAIL_TIMEOUT", None) or self.send_seconds, self.send_seconds)
+            backend = get_connection(fail_silently=False, timeout=timeout)
+            if isinstance(backend, SMTPBackend):
+                _smtp_open(backend, limit=self.send_seconds)
+            else:
+                backend.open()
         except Exception as exc:
             raise MailServerDown(_describe(exc)) from exc
         self.backend = backend
@@ -160,42 +168,95 @@ class Mailer:
         return SendOutcome("sent") if sent else SendOutcome("failed", "the mail backend did not take the message")
 
 
+class _Watchdog:
+    """Shuts the connection's socket down after `limit` seconds: whatever the server does (a
+    reply trickled a byte at a time defeats per-read timeouts), the blocked call then fails."""
+
+    def __init__(self, smtp: smtplib.SMTP, limit: float):
+        self.smtp, self.expired = smtp, threading.Event()
+        self.timer = threading.Timer(limit, self._cut_off)
+        self.timer.daemon = True
+
+    def _cut_off(self) -> None:
+        self.expired.set()
+        sock = getattr(self.smtp, "sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def check(self) -> None:
+        """After a cut, smtplib parses the partial line it read ("250 qu") as a full reply: a
+        reply read once the limit has passed is no reply at all."""
+        if self.expired.is_set():
+            raise TimeoutError("cut off at the time limit")
+
+    def __enter__(self) -> "_Watchdog":
+        self.timer.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.timer.cancel()
+
+
+def _smtp_open(backend: SMTPBackend, *, limit: float) -> None:
+    """Django's SMTPBackend.open() (TLS, SSL, login, timeouts as configured), within `limit`
+    seconds in all: the connection object exists before it connects, so the watchdog can cut
+    a greeting that never ends."""
+    params = {"local_hostname": DNS_NAME.get_fqdn(), "timeout": backend.timeout or limit}
+    if backend.use_ssl:
+        params["context"] = backend.ssl_context
+    smtp = backend.connection_class(**params)  # no host: nothing happens yet
+    with _Watchdog(smtp, limit) as watchdog:
+        try:
+            smtp.connect(backend.host, backend.port)
+            watchdog.check()
+            if not backend.use_ssl and backend.use_tls:
+                smtp.starttls(context=backend.ssl_context)
+            if backend.username and backend.password:
+                smtp.login(backend.username, backend.password)
+            watchdog.check()
+        except Exception as exc:
+            smtp.close()
+            if watchdog.expired.is_set():
+                raise MailServerDown(f"no answer within {limit:g} s while connecting ({_describe(exc)})") from exc
+            raise
+    backend.connection = smtp
+
+
 def _smtp_deliver(smtp: smtplib.SMTP, message: PreparedMessage, *, limit: float) -> SendOutcome:
     """One SMTP transaction, step by step, so a failure is known to be before or after the
     message was handed over."""
-    expired = threading.Event()
-
-    def cut_off():
-        expired.set()
-        try:
-            smtp.sock.shutdown(socket.SHUT_RDWR)
-        except (OSError, AttributeError):
-            pass
-
-    watchdog = threading.Timer(limit, cut_off)
-    watchdog.daemon = True
     handed_over = False
-    watchdog.start()
+    watchdog = _Watchdog(smtp, limit)
+    expired = watchdog.expired
+    watchdog.timer.start()
     try:
         if smtp.sock is not None:
             smtp.sock.settimeout(limit)
         smtp.ehlo_or_helo_if_needed()
+        watchdog.check()
         code, text = smtp.mail(message.from_addr)
+        watchdog.check()
         if code != 250:
             _reset(smtp)
             return SendOutcome(SENDER_REFUSED, _reply(code, text))
         for recipient in message.recipients:
             code, text = smtp.rcpt(recipient)
+            watchdog.check()
             if code not in (250, 251):
                 _reset(smtp)
                 return SendOutcome("failed", f"recipient refused: {_reply(code, text)}", hard_bounce=code >= 500)
         code, text = smtp.docmd("DATA")
+        watchdog.check()
         if code != 354:
             _reset(smtp)
             return SendOutcome("failed", f"DATA refused: {_reply(code, text)}")
         handed_over = True
         smtp.send(_dot_stuffed(message.data))
         code, text = smtp.getreply()
+        watchdog.check()
         if code != 250:
             # The server had the whole message and said no: it will not deliver it.
             return SendOutcome("failed", f"message refused: {_reply(code, text)}")
@@ -208,7 +269,7 @@ def _smtp_deliver(smtp: smtplib.SMTP, message: PreparedMessage, *, limit: float)
             return SendOutcome("unknown", f"connection lost after the message was handed over: {error}")
         return SendOutcome(RELEASED, f"not sent, connection lost before the message: {error}")
     finally:
-        watchdog.cancel()
+        watchdog.timer.cancel()
 
 
 def _reset(smtp: smtplib.SMTP) -> None:
