@@ -9,7 +9,7 @@ from rest_framework import exceptions, parsers, permissions, serializers
 from rest_framework.pagination import PageNumberPagination
 
 from leads.services import InvalidTransition
-from outreach.attention import Refused
+from campaigns.services import Refused
 
 logger = logging.getLogger(__name__)
 

@@ -9,6 +9,7 @@ from campaigns import views as console
 from leads import api as leads_api
 from leads import views as leads_console
 from outreach import api as outreach_api
+from outreach import views as outreach_console
 
 register_converter(IdConverter, "id")
 
@@ -37,6 +38,9 @@ urlpatterns = [
     path("campaigns/<id:pk>/pause", console.campaign_pause_view, name="campaign-pause"),
     path("campaigns/<id:pk>/resume", console.campaign_resume_view, name="campaign-resume"),
     path("campaigns/<id:pk>/leads", leads_console.campaign_leads, name="campaign-leads"),
+    path("leads/<id:pk>", leads_console.lead_detail, name="lead-detail"),
+    path("leads/<id:pk>/action", leads_console.lead_action, name="lead-action"),
+    path("attempts/<id:pk>/resolve", outreach_console.attempt_resolve_view, name="attempt-resolve"),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),

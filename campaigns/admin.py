@@ -3,7 +3,7 @@ from django.utils import timezone
 
 from campaigns.cycle import cycle_run
 from campaigns.models import Campaign, MessageStep
-from campaigns.services import campaign_pause, campaign_resume
+from campaigns.services import Refused, campaign_pause, campaign_resume
 from leads.models import LeadSource
 
 
@@ -44,9 +44,14 @@ class CampaignAdmin(admin.ModelAdmin):
 
     @admin.action(permissions=["change"], description="Resume selected campaigns")
     def resume_campaigns(self, request, queryset):
+        resumed = 0
         for campaign in queryset:
-            campaign_resume(campaign=campaign, now=timezone.now())
-        self.message_user(request, f"Resumed {queryset.count()} campaign(s).", messages.SUCCESS)
+            try:
+                campaign_resume(campaign=campaign, now=timezone.now())
+                resumed += 1
+            except Refused as exc:
+                self.message_user(request, f"{campaign} not resumed: {exc}.", messages.WARNING)
+        self.message_user(request, f"Resumed {resumed} campaign(s).", messages.SUCCESS)
 
     @admin.action(permissions=["change"], description="Run a dry-run cycle (sends nothing)")
     def run_dry_cycle(self, request, queryset):

@@ -150,5 +150,6 @@ def cycle_run_all(*, now: datetime, dry_run: bool = True) -> list[CycleResult]:
             logger.exception("cycle failed for campaign %s", campaign.pk)
             failed = CycleResult(campaign_id=campaign.pk, campaign_name=campaign.name, dry_run=dry_run)
             failed.errors.append(f"cycle: {type(exc).__name__}: {exc}")
+            failed.stopped_phases.append("cycle")
             results.append(failed)
     return results

@@ -19,6 +19,11 @@ NO_RESULT_AGE = timedelta(days=90)
 RESUME_GRACE = timedelta(days=7)
 
 
+class Refused(Exception):
+    """A staff action the rules do not allow now (resume a campaign whose goal is met, resume a
+    suppressed lead, resolve a send still in progress); the message says why and what to do."""
+
+
 # Fields staff may set when creating or editing a campaign (the API and the console).
 EDITABLE_FIELDS = (
     "name", "description", "target_niche", "service_key", "target_clients", "target_mrr", "channels_enabled",
@@ -59,9 +64,14 @@ def campaign_pause(*, campaign: Campaign, reason: str, now: datetime) -> Campaig
 @transaction.atomic
 def campaign_resume(*, campaign: Campaign, now: datetime) -> Campaign:
     """Staff resuming a paused campaign overrule the failing-campaign rules for RESUME_GRACE;
-    resuming an active campaign changes nothing."""
+    resuming an active campaign changes nothing. A campaign whose goal is met is refused
+    (Refused): the next cycle would pause it again at once; raise the target to go on."""
     if campaign.active:
         return campaign
+    metrics = campaign_metrics(campaign=campaign)
+    if metrics.qualified_leads >= campaign.target_clients:
+        raise Refused(f"the goal is met ({metrics.qualified_leads} qualified of {campaign.target_clients} wanted): "
+                      "raise the target (target_clients) to go on")
     campaign.active = True
     campaign.paused_at = None
     campaign.pause_reason = ""

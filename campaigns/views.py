@@ -17,6 +17,7 @@ from campaigns.cycle import cycle_run
 from campaigns.models import CHANNELS, Campaign
 from campaigns.services import (
     EDITABLE_FIELDS,
+    Refused,
     campaign_create,
     campaign_metrics,
     campaign_pause,
@@ -25,8 +26,10 @@ from campaigns.services import (
 )
 from leads.models import Lead
 from outreach.models import OutreachAttempt
+from outreach.attention import attempts_needing_attention, in_flight_window
 from outreach.limits import outreach_today, sends_per_day
 
+ATTENTION_SHOWN = 50
 FUNNEL = [Lead.Status.NEW, Lead.Status.ENRICHED, Lead.Status.CONTACTED, Lead.Status.REPLIED,
           Lead.Status.QUALIFIED, Lead.Status.LOST]
 
@@ -83,6 +86,7 @@ def campaign_detail(request, pk):
         day["sent_y"] = round(100 - day["sent_h"], 1)
         day["failed_y"] = round(day["sent_y"] - day["failed_h"], 1)
     attempts = OutreachAttempt.objects.filter(campaign=campaign).select_related("lead").order_by("-created_at", "-id")[:15]
+    attention = list(attempts_needing_attention(campaign=campaign)[:ATTENTION_SHOWN])
     return render(request, "console/campaign_detail.html", {
         "campaign": campaign,
         "metrics": metrics,
@@ -92,6 +96,10 @@ def campaign_detail(request, pk):
         "tallest": tallest,
         "today": outreach_today(campaign=campaign, now=now),
         "attempts": attempts,
+        "attention": attention,
+        "attention_total": len(attention) if len(attention) < ATTENTION_SHOWN
+        else attempts_needing_attention(campaign=campaign).count(),
+        "resolvable_after": now - in_flight_window(),
         "result": request.session.pop(f"cycle_result_{campaign.pk}", None),
     })
 
@@ -139,8 +147,12 @@ def campaign_pause_view(request, pk):
 @permission_required("campaigns.change_campaign", raise_exception=True)
 def campaign_resume_view(request, pk):
     campaign = get_object_or_404(Campaign, pk=pk)
-    campaign_resume(campaign=campaign, now=timezone.now())
-    messages.success(request, "Campaign resumed.")
+    try:
+        campaign_resume(campaign=campaign, now=timezone.now())
+    except Refused as exc:
+        messages.warning(request, f"Not resumed: {exc}.")
+    else:
+        messages.success(request, "Campaign resumed.")
     return redirect("campaign-detail", pk=pk)
 
 
@@ -163,9 +175,26 @@ def campaign_run(request, pk):
         return redirect("campaign-detail", pk=pk)
     result = cycle_run(campaign=campaign, now=timezone.now(), dry_run=dry_run).as_dict()
     request.session[f"cycle_result_{pk}"] = result
-    if result["errors"]:
-        messages.warning(request, f"Cycle finished with {len(result['errors'])} error(s): see the result below.")
-    else:
-        verb = "would send" if dry_run else "sent"
-        messages.success(request, f"{'Dry run' if dry_run else 'Live run'} done: {verb} {result['outreach_sent']}.")
+    level, text = run_summary(result)
+    getattr(messages, level)(request, text)
     return redirect("campaign-detail", pk=pk)
+
+
+def run_summary(result: dict) -> tuple[str, str]:
+    """What the operator reads after a run: the level and the words. A live run says "emails
+    sent" only when some were; otherwise what happened instead."""
+    sent, dry = result["outreach_sent"], result["dry_run"]
+    plural = "s" if sent != 1 else ""
+    if dry:
+        head = f"Dry run: would send {sent} email{plural}; nothing was sent"
+    elif sent:
+        head = f"LIVE: {sent} email{plural} sent"
+    else:
+        head = "Live run: no email sent"
+    why = result["errors"][:1] or result["notes"][:1]
+    if result["campaign_paused"]:
+        why = [f"campaign paused: {result['pause_reason']}"]
+    text = head + (f" ({why[0]})" if why and (not sent or result["errors"]) else "") + "."
+    if result["errors"]:
+        return "warning", f"{text} {len(result['errors'])} error(s): see the result below."
+    return ("success" if sent or dry else "info"), text

@@ -1,9 +1,11 @@
 from django.contrib import admin, messages
 from django.utils import timezone
 
-from leads.models import TAG_DO_NOT_CONTACT, Lead, LeadSource
+from campaigns.services import Refused
+from leads.models import TAG_DO_NOT_CONTACT, Lead, LeadEvent, LeadSource
 from leads.rows import email_normalise
-from leads.services import lead_tag_add
+from leads.services import ENRICHABLE_FIELDS, Actor, InvalidTransition, lead_tag_add, lead_update
+from outreach.attention import lead_resume
 
 
 @admin.register(LeadSource)
@@ -12,6 +14,23 @@ class LeadSourceAdmin(admin.ModelAdmin):
     list_filter = ("kind", "active")
     list_select_related = ("campaign",)
     search_fields = ("name", "campaign__name")
+
+
+class LeadEventInline(admin.TabularInline):
+    """The lead's history: written by the services only."""
+
+    model = LeadEvent
+    extra = 0
+    fields = ("created_at", "kind", "from_status", "to_status", "reason", "actor")
+    readonly_fields = fields
+    can_delete = False
+    ordering = ("created_at", "id")
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(Lead)
@@ -25,7 +44,8 @@ class LeadAdmin(admin.ModelAdmin):
                        "enriched_at", "created_at", "updated_at", "source_data", "enrichment",
                        "email_verification", "email_valid", "stopped_reason")
     raw_id_fields = ("campaign", "source")
-    actions = ["mark_do_not_contact"]
+    actions = ["mark_do_not_contact", "mark_replied", "mark_qualified", "mark_lost", "resume_leads"]
+    inlines = [LeadEventInline]
     # Status, tags and scheduling change through the state machine (services), not by hand.
     STATE_FIELDS = ("status", "tags", "next_action_at")
 
@@ -37,10 +57,46 @@ class LeadAdmin(admin.ModelAdmin):
             # A lead added by hand is like an imported one: NEW and due at once.
             obj.email = email_normalise(obj.email)
             obj.next_action_at = obj.created_at = timezone.now()
-        super().save_model(request, obj, form, change)
+            super().save_model(request, obj, form, change)
+            return
+        # Only the details staff changed, under the lead's row lock: saving the whole form
+        # would write back a status and due time read before a cycle moved the lead on.
+        details = {name: form.cleaned_data[name] for name in form.changed_data if name in ENRICHABLE_FIELDS}
+        if details:
+            lead_update(lead=obj, data=details, now=timezone.now(), actor=Actor.staff(request.user))
+
+    def _each(self, request, queryset, change, done: str) -> None:
+        """Apply `change(lead, now, actor)` to each selected lead; refusals are reported."""
+        now, actor, changed = timezone.now(), Actor.staff(request.user), 0
+        for lead in queryset:
+            try:
+                change(lead, now, actor)
+                changed += 1
+            except (Refused, InvalidTransition) as exc:
+                self.message_user(request, f"{lead.email}: {exc}.", messages.WARNING)
+        self.message_user(request, f"{changed} lead(s) {done}.", messages.SUCCESS if changed else messages.INFO)
 
     @admin.action(permissions=["change"], description="Mark selected leads do-not-contact")
     def mark_do_not_contact(self, request, queryset):
-        for lead in queryset:
-            lead_tag_add(lead=lead, tag=TAG_DO_NOT_CONTACT)
-        self.message_user(request, f"{queryset.count()} lead(s) will get no more email.", messages.SUCCESS)
+        self._each(request, queryset, lambda lead, now, actor: lead_tag_add(
+            lead=lead, tag=TAG_DO_NOT_CONTACT, now=now, actor=actor), "will get no more email")
+
+    @admin.action(permissions=["change"], description="Record a reply (no more follow-ups)")
+    def mark_replied(self, request, queryset):
+        self._each(request, queryset, lambda lead, now, actor: lead_update(
+            lead=lead, data={"status": Lead.Status.REPLIED}, now=now, actor=actor), "marked replied")
+
+    @admin.action(permissions=["change"], description="Mark interested (QUALIFIED)")
+    def mark_qualified(self, request, queryset):
+        self._each(request, queryset, lambda lead, now, actor: lead_update(
+            lead=lead, data={"status": Lead.Status.QUALIFIED}, now=now, actor=actor), "marked qualified")
+
+    @admin.action(permissions=["change"], description="Mark not interested (LOST)")
+    def mark_lost(self, request, queryset):
+        self._each(request, queryset, lambda lead, now, actor: lead_update(
+            lead=lead, data={"status": Lead.Status.LOST}, now=now, actor=actor), "marked lost")
+
+    @admin.action(permissions=["change"], description="Resume selected stopped leads")
+    def resume_leads(self, request, queryset):
+        self._each(request, queryset, lambda lead, now, actor: lead_resume(lead=lead, actor=actor, now=now),
+                   "resumed")

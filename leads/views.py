@@ -1,4 +1,5 @@
-"""The console's leads page of a campaign: filter, search, and CSV upload with its report."""
+"""The console's leads pages: a campaign's leads (filter, search, CSV upload with its report),
+and one lead (details, emails, history, and the outcomes staff record)."""
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
@@ -6,12 +7,15 @@ from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
+from django.views.decorators.http import require_POST
 
 from campaigns.models import Campaign
+from campaigns.services import Refused
 from leads.importing import leads_import_upload
-from leads.models import Lead
+from leads.models import TAG_DO_NOT_CONTACT, Lead
 from leads.rows import LeadFileError
-from leads.services import leads_search
+from leads.services import Actor, InvalidTransition, lead_tag_add, lead_update, leads_search
+from outreach.attention import in_flight_window, lead_resume, lead_resume_refusal
 
 REPORT_ROWS_SHOWN = 100
 
@@ -56,3 +60,55 @@ def _upload(request, campaign):
     level(request, f"Imported {report.imported} new lead{'s' if report.imported != 1 else ''} from {upload.name}; "
                    "they are enriched and scored by the next cycle.")
     return redirect("campaign-leads", pk=campaign.pk)
+
+
+# --- one lead: its details, emails and history, and what staff record about it --------------------
+
+LEAD_ACTIONS = {
+    # action: (what the service is given, what the operator is told)
+    "replied": ({"status": Lead.Status.REPLIED}, "Reply recorded: no more follow-ups."),
+    "qualified": ({"status": Lead.Status.QUALIFIED}, "Marked interested (qualified)."),
+    "lost": ({"status": Lead.Status.LOST}, "Marked not interested (lost)."),
+    "do_not_contact": (None, "Tagged do-not-contact: no more email."),
+}
+
+
+@login_required
+@permission_required("leads.view_lead", raise_exception=True)
+def lead_detail(request, pk):
+    lead = get_object_or_404(Lead.objects.select_related("campaign"), pk=pk)
+    now = timezone.now()
+    return render(request, "console/lead.html", {
+        "lead": lead,
+        "campaign": lead.campaign,
+        "attempts": lead.attempts.select_related("resolved_by").order_by("step", "created_at"),
+        "events": lead.events.select_related("user").order_by("created_at", "id"),
+        "resume_refusal": lead_resume_refusal(lead, now) if lead.next_action_at is None else None,
+        "resolvable_after": now - in_flight_window(),
+    })
+
+
+@require_POST
+@login_required
+@permission_required("leads.change_lead", raise_exception=True)
+def lead_action(request, pk):
+    """Staff record an outcome (reply, interested, not interested, do-not-contact) or resume the
+    lead, through the same services as the API and the admin."""
+    lead = get_object_or_404(Lead, pk=pk)
+    action, now, actor = request.POST.get("action", ""), timezone.now(), Actor.staff(request.user)
+    try:
+        if action == "resume":
+            lead_resume(lead=lead, actor=actor, now=now)
+            messages.success(request, "Lead resumed: it is due for its next email.")
+        elif action in LEAD_ACTIONS:
+            data, said = LEAD_ACTIONS[action]
+            if data is None:
+                lead_tag_add(lead=lead, tag=TAG_DO_NOT_CONTACT, now=now, actor=actor)
+            else:
+                lead_update(lead=lead, data=data, now=now, actor=actor)
+            messages.success(request, said)
+        else:
+            messages.error(request, "Unknown action: nothing was changed.")
+    except (Refused, InvalidTransition) as exc:
+        messages.warning(request, f"Not done: {exc}.")
+    return redirect("lead-detail", pk=pk)

@@ -1,5 +1,9 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.utils import timezone
+
+from campaigns.services import Refused
+from leads.services import Actor
+from outreach.attention import attempt_resolve
 
 from outreach.models import OutreachAttempt, Suppression
 from outreach.suppression import suppression_add
@@ -14,6 +18,29 @@ class OutreachAttemptAdmin(admin.ModelAdmin):
     list_select_related = ("campaign", "lead")
     search_fields = ("lead__email", "subject", "message_id")
     date_hierarchy = "created_at"
+    actions = ["resolve_sent", "resolve_not_sent"]
+
+    def _resolve(self, request, queryset, outcome: str) -> None:
+        now, actor, resolved = timezone.now(), Actor.staff(request.user), 0
+        for attempt in queryset:
+            try:
+                attempt_resolve(attempt=attempt, outcome=outcome, actor=actor, now=now)
+                resolved += 1
+            except Refused as exc:
+                self.message_user(request, f"Attempt {attempt.pk} ({attempt.lead}): {exc}.", messages.WARNING)
+        self.message_user(request, f"{resolved} send(s) resolved.", messages.SUCCESS if resolved else messages.INFO)
+
+    @admin.action(permissions=["resolve"], description="Resolve claimed/unknown sends: it was sent")
+    def resolve_sent(self, request, queryset):
+        self._resolve(request, queryset, OutreachAttempt.Resolution.SENT)
+
+    @admin.action(permissions=["resolve"], description="Resolve claimed/unknown sends: it was not sent")
+    def resolve_not_sent(self, request, queryset):
+        self._resolve(request, queryset, OutreachAttempt.Resolution.NOT_SENT)
+
+    def has_resolve_permission(self, request):
+        # The attempts stay read-only in the admin; resolving is the one change staff make.
+        return request.user.has_perm("outreach.change_outreachattempt")
 
     def has_add_permission(self, request):
         return False

@@ -14,6 +14,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 
 from campaigns.models import Campaign
+from campaigns.services import Refused
 from leads.models import Lead, LeadEvent
 from leads.services import (
     DUE_STATUSES,
@@ -29,10 +30,6 @@ from outreach.messages import campaign_steps
 from outreach.models import OutreachAttempt, Suppression
 
 Status = OutreachAttempt.Status
-
-
-class Refused(Exception):
-    """A staff action the rules do not allow now; the message says why and what to do."""
 
 
 def attempts_needing_attention(*, campaign: Campaign | None = None) -> QuerySet:
@@ -93,7 +90,7 @@ def attempt_resolve(*, attempt: OutreachAttempt, outcome: str, actor: Actor, now
         lead.save()
         lead_event(lead=lead, kind=LeadEvent.Kind.RESOLVED, actor=actor, now=now, from_status=before,
                    to_status=lead.status, reason=note)
-        if before_due is None and lead.next_action_at is not None:
+        if outcome == OutreachAttempt.Resolution.NOT_SENT and before_due is None and lead.next_action_at is not None:
             lead_event(lead=lead, kind=LeadEvent.Kind.RESUMED, actor=actor, now=now, from_status=lead.status,
                        reason=f"due again after step {attempt.step} was resolved")
     return attempt

@@ -119,7 +119,7 @@ def test_run_cam_cycle_prints_a_table_and_is_a_dry_run_by_default(smtp_server, n
 
     text = out.getvalue()
     assert text.startswith("DRY RUN")
-    assert "discovered  enriched  sent  failed  skipped" in text
+    assert "discovered  enriched  sent  failed  unknown  skipped" in text
     assert f"#{campaign.pk} Table test" in text
     assert "would send:" in text
     assert smtp_server.messages == []
@@ -171,4 +171,4 @@ def test_make_demo_twice_loads_one_campaign_and_no_duplicate_leads():
     assert "Loaded demo campaign" in first.getvalue()
     assert "Found demo campaign" in second.getvalue()
     row = [line for line in second.getvalue().splitlines() if line.startswith(f"#{campaign.pk} ")][0]
-    assert row.split()[-8:-6] == ["0", "0"]  # discovered, enriched
+    assert row.split()[-9:-7] == ["0", "0"]  # discovered, enriched

@@ -1,4 +1,8 @@
-"""Run CAM cycles from cron or by hand: `run_cam_cycle --campaign-id N | --all [--no-dry-run] [--json]`."""
+"""Run CAM cycles from cron or by hand: `run_cam_cycle --campaign-id N | --all [--no-dry-run] [--json]`.
+
+Exit status: 0 when every phase ran; 1 when the campaign was not found; 3 when a mail server or
+database problem stopped a phase (the result says which and why), so cron and schedulers notice.
+"""
 
 import argparse
 import json
@@ -7,14 +11,18 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from campaigns.cycle import CycleResult, cycle_run, cycle_run_all
+from cam_project.validators import printable
 from campaigns.models import Campaign
 
+EXIT_PHASE_STOPPED = 3
+
 _COLUMNS = (
-    ("campaign", lambda r: f"#{r.campaign_id} {r.campaign_name}"[:32]),
+    ("campaign", lambda r: printable(f"#{r.campaign_id} {r.campaign_name}"[:32])),
     ("discovered", lambda r: r.leads_discovered),
     ("enriched", lambda r: r.leads_enriched),
     ("sent", lambda r: r.outreach_sent),
     ("failed", lambda r: r.outreach_failed),
+    ("unknown", lambda r: r.outreach_unknown),
     ("skipped", lambda r: r.outreach_skipped),
     ("lost", lambda r: r.leads_lost),
     ("paused", lambda r: "yes" if r.campaign_paused else "no"),
@@ -50,9 +58,21 @@ class Command(BaseCommand):
             self.stdout.write(json.dumps(payload, indent=2, default=str))
         else:
             self._print_table(results, dry_run)
+        stopped = [r for r in results if r.stopped_phases]
+        if stopped:
+            for r in stopped:
+                self.stderr.write(printable(f"#{r.campaign_id} {r.campaign_name}: stopped "
+                                            f"({', '.join(r.stopped_phases)}): {'; '.join(r.errors)}"))
+            raise SystemExit(EXIT_PHASE_STOPPED)
 
     def _print_table(self, results: list[CycleResult], dry_run: bool) -> None:
-        mode = "DRY RUN: nothing was sent; 'sent' counts what would be sent" if dry_run else "LIVE: emails were sent"
+        total = sum(r.outreach_sent for r in results)
+        if dry_run:
+            mode = "DRY RUN: nothing was sent; 'sent' counts what would be sent"
+        elif total:
+            mode = f"LIVE: {total} email{'s' if total != 1 else ''} sent"
+        else:
+            mode = "LIVE run: no email sent (see the notes and errors below)"
         self.stdout.write(self.style.WARNING(mode) if dry_run else self.style.SUCCESS(mode))
         if not results:
             self.stdout.write("No active campaigns.")
@@ -65,16 +85,17 @@ class Command(BaseCommand):
         for row in rows:
             self.stdout.write(line(row))
         for r in results:
-            details = [f"paused: {r.pause_reason}"] if r.campaign_paused else []
-            details += [f"note: {n}" for n in r.notes]
-            details += [self.style.ERROR(f"error: {e}") for e in r.errors]
+            # Names, subjects and errors come from leads and servers: no escape reaches the terminal.
+            details = [f"paused: {printable(r.pause_reason)}"] if r.campaign_paused else []
+            details += [f"note: {printable(n)}" for n in r.notes]
+            details += [self.style.ERROR(f"error: {printable(e)}") for e in r.errors]
             if dry_run and r.previews:
                 details.append("would send:")
-                details += [f"  step {p['step']} to {p['email']}: {p['subject']}" for p in r.previews[:10]]
+                details += [printable(f"  step {p['step']} to {p['email']}: {p['subject']}") for p in r.previews[:10]]
                 if len(r.previews) > 10:
                     details.append(f"  … and {r.outreach_sent - 10} more")
             if details:
-                self.stdout.write(f"\n#{r.campaign_id} {r.campaign_name}")
+                self.stdout.write("\n" + printable(f"#{r.campaign_id} {r.campaign_name}"))
                 for d in details:
                     self.stdout.write(f"  {d}")
 
