@@ -7,6 +7,7 @@ from django.views.defaults import bad_request as django_bad_request
 from django.views.defaults import page_not_found, server_error
 from rest_framework import exceptions, parsers, permissions, serializers
 from rest_framework.pagination import PageNumberPagination
+from rest_framework.renderers import JSONRenderer
 
 from leads.services import InvalidTransition
 
@@ -23,6 +24,16 @@ class ModelPermissions(permissions.DjangoModelPermissions):
         "HEAD": ["%(app_label)s.view_%(model_name)s"],
         "OPTIONS": ["%(app_label)s.view_%(model_name)s"],
     }
+
+
+class CanViewCampaigns(permissions.BasePermission):
+    """The schema and the API docs describe every endpoint: for users who may read campaigns
+    (anonymous: 401, authenticated without campaigns.view_campaign: 403)."""
+
+    message = "The API documentation needs the permission campaigns.view_campaign."
+
+    def has_permission(self, request, view) -> bool:
+        return bool(request.user and request.user.is_authenticated and request.user.has_perm("campaigns.view_campaign"))
 
 
 def run_permissions(dry_run: bool) -> tuple[str, ...]:
@@ -72,7 +83,16 @@ def exception_handler(exc, context):
 
     if isinstance(exc, InvalidTransition):
         exc = exceptions.ValidationError({"status": [str(exc)]})
-    return drf_exception_handler(exc, context)
+    response = drf_exception_handler(exc, context)
+    if response is not None and getattr(context["request"], "accepted_renderer", None).__class__ is not JSONRenderer:
+        # The docs pages render HTML and the schema YAML or OpenAPI JSON: their errors are plain
+        # JSON all the same, like every API error.
+        as_json = JsonResponse(response.data, status=response.status_code, safe=False)
+        for header in ("WWW-Authenticate", "Retry-After"):
+            if header in response:
+                as_json[header] = response[header]
+        return as_json
+    return response
 
 
 class IdConverter:

@@ -142,7 +142,7 @@ SPECTACULAR_SETTINGS = {
     "`Authorization: Token <key>` (manage.py drf_create_token USER) or a session.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
-    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    "SERVE_PERMISSIONS": ["cam_project.api.CanViewCampaigns"],
     "SWAGGER_UI_DIST": "SIDECAR",  # served from static files: the machine may be offline
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
