@@ -3,6 +3,7 @@
 import logging
 
 from django.http import JsonResponse
+from django.shortcuts import render
 from django.views.defaults import bad_request as django_bad_request
 from django.views.defaults import page_not_found, server_error
 from rest_framework import exceptions, parsers, permissions, serializers
@@ -116,6 +117,26 @@ def bad_request(request, exception=None):
     if _is_api(request):
         return JsonResponse({"detail": f"Bad request: {exception or 'refused'}"}, status=400)
     return django_bad_request(request, exception)
+
+
+# What each permission lets a user do in the console (README, "Operator console").
+CONSOLE_PERMISSIONS = (
+    ("campaigns.view_campaign", "see the dashboard, the campaigns and the API documentation"),
+    ("leads.view_lead", "see a campaign's leads"),
+    ("campaigns.add_campaign", "create campaigns"),
+    ("leads.add_lead", "upload leads and run dry-run cycles"),
+    ("campaigns.change_campaign", "pause, resume and run live cycles"),
+)
+
+
+def permission_denied(request, exception=None):
+    """The console's 403 page (its layout, what the account lacks, a logout button); JSON under /api/."""
+    message = str(exception or "")
+    if _is_api(request):
+        return JsonResponse({"detail": message or "You do not have permission to perform this action."}, status=403)
+    user = request.user
+    missing = [(perm, what) for perm, what in CONSOLE_PERMISSIONS if user.is_authenticated and not user.has_perm(perm)]
+    return render(request, "403.html", {"exception": message, "missing": missing}, status=403)
 
 
 def not_found(request, exception=None):
