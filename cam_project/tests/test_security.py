@@ -1,9 +1,13 @@
 """Trust at the doors: the 403 page, login rate limiting, hostile text refused at every entry."""
 
+from datetime import timedelta
+
 import pytest
+from axes.models import AccessAttempt
+from django.db.models import F
 from django.test import Client
 
-from cam_project.testing import user_with_perms
+from cam_project.testing import PASSWORD, user_with_perms
 
 pytestmark = pytest.mark.django_db
 
@@ -46,3 +50,103 @@ def test_the_logout_button_of_the_403_page_logs_out():
 
     assert response.status_code == 302 and response["Location"] == "/login/"
     assert client.get("/")["Location"] == "/login/?next=/"  # logged out: sent to log in again
+
+
+# --- login attempts are rate-limited (django-axes) -------------------------------------------------
+
+
+@pytest.fixture
+def limits(settings):
+    """The documented defaults, whatever the environment running the tests says."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast; not what is tested
+    settings.AXES_FAILURE_LIMIT = 5
+    settings.AXES_COOLOFF_TIME = timedelta(minutes=15)
+    settings.CAM_BEHIND_PROXY = False
+
+
+@pytest.fixture
+def pat(limits):
+    return user_with_perms("campaigns.view_campaign", staff=True, username="pat", password=PASSWORD)
+
+
+def fail(client: Client, url: str, times: int, username: str = "pat", **extra):
+    for _ in range(times):
+        response = client.post(url, {"username": username, "password": "wrong guess"}, **extra)
+    return response
+
+
+def assert_locked_out(response):
+    assert response.status_code == 429
+    html = response.content.decode()
+    assert "<h1>Too many failed logins</h1>" in html and '<header class="top">' in html
+    assert "refused, even with the right password, for 15 minutes" in html
+
+
+def test_five_failed_console_logins_lock_the_username_out_even_with_the_right_password(limits, pat):
+    client = Client()
+    fourth = fail(client, "/login/", 4)
+    assert fourth.status_code == 200 and "Wrong username or password." in fourth.content.decode()
+
+    assert_locked_out(fail(client, "/login/", 1))
+    assert_locked_out(client.post("/login/", {"username": "pat", "password": PASSWORD}))
+    assert client.get("/")["Location"] == "/login/?next=/"  # not logged in
+
+
+def test_the_admin_login_is_locked_out_too(limits, pat):
+    client = Client()
+    assert fail(client, "/admin/login/", 4).status_code == 200
+
+    assert_locked_out(fail(client, "/admin/login/", 1))
+    assert_locked_out(client.post("/admin/login/", {"username": "pat", "password": PASSWORD}))
+    assert client.get("/admin/")["Location"].startswith("/admin/login/")
+
+
+def test_failures_on_the_console_and_the_admin_add_up(limits, pat):
+    client = Client()
+    fail(client, "/login/", 3)
+
+    assert_locked_out(fail(client, "/admin/login/", 2))
+
+
+def test_the_lockout_holds_one_username_from_one_address_only(limits, pat):
+    other = user_with_perms("campaigns.view_campaign", username="sam", password=PASSWORD)
+    fail(Client(), "/login/", 5)
+
+    same_address_other_user = Client().post("/login/", {"username": other.username, "password": PASSWORD})
+    other_address_same_user = Client(REMOTE_ADDR="10.0.0.9").post("/login/", {"username": "pat", "password": PASSWORD})
+
+    assert same_address_other_user.status_code == 302
+    assert other_address_same_user.status_code == 302
+
+
+def test_the_lockout_ends_after_15_minutes(limits, pat):
+    client = Client()
+    fail(client, "/login/", 5)
+    assert_locked_out(client.post("/login/", {"username": "pat", "password": PASSWORD}))
+
+    AccessAttempt.objects.update(attempt_time=F("attempt_time") - timedelta(minutes=16))  # 16 minutes later
+
+    response = client.post("/login/", {"username": "pat", "password": PASSWORD})
+    assert response.status_code == 302 and response["Location"] == "/"
+
+
+def test_a_successful_login_resets_the_count_of_failures(limits, pat):
+    client = Client()
+    fail(client, "/login/", 4)
+    assert client.post("/login/", {"username": "pat", "password": PASSWORD}).status_code == 302
+    client.post("/logout/")
+
+    assert fail(client, "/login/", 4).status_code == 200  # 4 more: 8 in all, not locked out
+    assert client.post("/login/", {"username": "pat", "password": PASSWORD}).status_code == 302
+
+
+def test_behind_the_proxy_failures_count_by_the_address_the_proxy_appended(limits, pat, settings):
+    settings.CAM_BEHIND_PROXY = True
+    # The client forges the first X-Forwarded-For entry on every try; the proxy appends the real one.
+    for forged in ("1.1.1.1", "2.2.2.2", "3.3.3.3", "4.4.4.4", "5.5.5.5"):
+        last = fail(Client(), "/login/", 1, HTTP_X_FORWARDED_FOR=f"{forged}, 203.0.113.7")
+    assert_locked_out(last)
+
+    elsewhere = Client().post("/login/", {"username": "pat", "password": PASSWORD},
+                              HTTP_X_FORWARDED_FOR="203.0.113.7, 198.51.100.2")
+    assert elsewhere.status_code == 302
