@@ -167,3 +167,12 @@ def test_gunicorn_serves_the_console_over_the_proxys_https_and_redirects_plain_h
 
     status, _ = get(f"{gunicorn}/login/", {"Host": "attacker.example", "X-Forwarded-Proto": "https"})
     assert status == 400  # not in ALLOWED_HOSTS
+
+
+@pytest.mark.parametrize(("args", "address"), [([], "127.0.0.1:8000"), (["PORT=8123"], "127.0.0.1:8123")])
+def test_make_serve_listens_on_port_8000_or_the_port_given(args, address):
+    done = subprocess.run(["make", "--dry-run", "serve", *args], cwd=settings.BASE_DIR, capture_output=True, text=True,
+                          timeout=60, env={"PATH": os.environ["PATH"], "PORT": "9999"})  # PORT in the environment is ignored
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1].endswith(f"manage.py runserver {address}")
