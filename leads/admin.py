@@ -1,3 +1,4 @@
+from django import forms
 from django.contrib import admin, messages
 from django.utils import timezone
 
@@ -14,8 +15,17 @@ class LeadSourceAdmin(admin.ModelAdmin):
     search_fields = ("name", "campaign__name")
 
 
+class LeadAdminForm(forms.ModelForm):
+    """The address trimmed and lower-cased before the model's checks (its lower-case constraint,
+    one lead per address and campaign) see it, as an import stores it."""
+
+    def clean_email(self):
+        return email_normalise(self.cleaned_data["email"])
+
+
 @admin.register(Lead)
 class LeadAdmin(admin.ModelAdmin):
+    form = LeadAdminForm  # the email is read-only once the lead exists: this acts on the add page
     list_display = ("email", "full_name", "company", "campaign", "status", "score", "attempt_count",
                     "next_action_at", "stopped_reason")
     list_filter = ("status", "campaign", "email_valid")

@@ -1,6 +1,8 @@
+from django import forms
 from django.contrib import admin
 from django.utils import timezone
 
+from leads.rows import email_normalise
 from outreach.models import OutreachAttempt, Suppression
 from outreach.services import suppression_add
 
@@ -26,8 +28,17 @@ class OutreachAttemptAdmin(admin.ModelAdmin):
         return False
 
 
+class SuppressionAdminForm(forms.ModelForm):
+    """The address trimmed and lower-cased before the model's checks (its lower-case constraint,
+    one entry per address) see it, as suppression_add stores it."""
+
+    def clean_email(self):
+        return email_normalise(self.cleaned_data["email"])
+
+
 @admin.register(Suppression)
 class SuppressionAdmin(admin.ModelAdmin):
+    form = SuppressionAdminForm
     list_display = ("email", "reason", "note", "created_at")
     list_filter = ("reason",)
     search_fields = ("email", "note")

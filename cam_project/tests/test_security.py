@@ -7,7 +7,11 @@ from axes.models import AccessAttempt
 from django.db.models import F
 from django.test import Client
 
-from cam_project.testing import PASSWORD, user_with_perms
+from cam_project.testing import PASSWORD, superuser, user_with_perms
+from campaigns.tests.factories import CampaignFactory
+from leads.models import Lead
+from leads.tests.factories import LeadFactory
+from outreach.models import Suppression
 
 pytestmark = pytest.mark.django_db
 
@@ -150,3 +154,68 @@ def test_behind_the_proxy_failures_count_by_the_address_the_proxy_appended(limit
     elsewhere = Client().post("/login/", {"username": "pat", "password": PASSWORD},
                               HTTP_X_FORWARDED_FOR="203.0.113.7, 198.51.100.2")
     assert elsewhere.status_code == 302
+
+
+# --- addresses added in the admin are normalised ---------------------------------------------------
+
+
+@pytest.fixture
+def admin_client(db):
+    client = Client()
+    client.force_login(superuser())
+    return client
+
+
+def lead_form(campaign, email):
+    return {"campaign": campaign.pk, "source": "", "email": email, "first_name": "Mia", "last_name": "", "company": "X",
+            "job_title": "", "company_size": "", "industry": ""}
+
+
+def test_a_lead_added_in_the_admin_with_a_mixed_case_address_is_stored_lower_case(admin_client):
+    campaign = CampaignFactory()
+
+    response = admin_client.post("/admin/leads/lead/add/", lead_form(campaign, " Mixed.Case@X.example "))
+
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    lead = Lead.objects.get()
+    assert (lead.email, lead.status, lead.campaign) == ("mixed.case@x.example", Lead.Status.NEW, campaign)
+    assert lead.next_action_at is not None  # due at once, like an imported lead
+
+
+def test_a_lead_added_in_the_admin_in_another_case_is_the_same_address(admin_client):
+    campaign = CampaignFactory()
+    LeadFactory(campaign=campaign, email="mixed.case@x.example")
+
+    response = admin_client.post("/admin/leads/lead/add/", lead_form(campaign, "Mixed.Case@X.example"))
+
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors == {
+        "__all__": ["Lead with this Campaign and Email already exists."],
+    }
+    assert Lead.objects.count() == 1
+
+
+def suppression_form(email):
+    return {"email": email, "reason": "manual", "note": "asked by phone", "created_at_0": "2026-03-10",
+            "created_at_1": "10:00:00"}
+
+
+def test_a_suppression_added_in_the_admin_with_a_mixed_case_address_stops_its_leads(admin_client):
+    lead = LeadFactory(email="mixed.case@x.example")
+
+    response = admin_client.post("/admin/outreach/suppression/add/", suppression_form("Mixed.Case@X.example"))
+
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    assert Suppression.objects.get().email == "mixed.case@x.example"
+    lead.refresh_from_db()
+    assert lead.next_action_at is None and lead.stopped_reason == "address is on the suppression list"
+
+
+def test_a_suppression_added_in_the_admin_in_another_case_is_the_same_address(admin_client):
+    Suppression.objects.create(email="mixed.case@x.example")
+
+    response = admin_client.post("/admin/outreach/suppression/add/", suppression_form("MIXED.case@x.example"))
+
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors == {"email": ["Suppression with this Email already exists."]}
+    assert Suppression.objects.count() == 1
