@@ -43,7 +43,8 @@ def run_manage(args: list[str], environment: dict[str, str], tmp_path) -> subpro
 
 
 def settings_in_child(names: list[str], environment: dict[str, str], tmp_path) -> dict:
-    code = f"from django.conf import settings; import json; print(json.dumps({{n: getattr(settings, n, None) for n in {names!r}}}, default=str))"
+    code = ("from django.conf import settings; import json; "
+            f"print(json.dumps({{n: getattr(settings, n, None) for n in {names!r}}}, default=str))")
     done = run_manage(["shell", "--no-imports", "-c", code], environment, tmp_path)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
@@ -136,7 +137,8 @@ def gunicorn(tmp_path, database_url):
     args = line.split()
     assert args[0] == ".venv/bin/gunicorn" and args[1] == "cam_project.wsgi"
     port = free_port()
-    args = [str(Path(sys.executable).parent / "gunicorn"), *(a.replace("127.0.0.1:8000", f"127.0.0.1:{port}") for a in args[1:])]
+    args = [str(Path(sys.executable).parent / "gunicorn"),
+            *(arg.replace("127.0.0.1:8000", f"127.0.0.1:{port}") for arg in args[1:])]
     env = {"PATH": os.environ["PATH"], "CAM_VAR_DIR": str(tmp_path), **documented_environment(),
            "DATABASE_URL": database_url}  # the test database instead of the documented one
     server = subprocess.Popen(args, cwd=settings.BASE_DIR, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -171,8 +173,10 @@ def test_gunicorn_serves_the_console_over_the_proxys_https_and_redirects_plain_h
 
 @pytest.mark.parametrize(("args", "address"), [([], "127.0.0.1:8000"), (["PORT=8123"], "127.0.0.1:8123")])
 def test_make_serve_listens_on_port_8000_or_the_port_given(args, address):
+    environment = {"PATH": os.environ["PATH"], "PORT": "9999"}  # a PORT in the environment is not taken
+
     done = subprocess.run(["make", "--dry-run", "serve", *args], cwd=settings.BASE_DIR, capture_output=True, text=True,
-                          timeout=60, env={"PATH": os.environ["PATH"], "PORT": "9999"})  # PORT in the environment is ignored
+                          timeout=60, env=environment)
 
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1].endswith(f"manage.py runserver {address}")

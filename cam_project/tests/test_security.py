@@ -7,7 +7,8 @@ from axes.models import AccessAttempt
 from django.db.models import F
 from django.test import Client
 
-from cam_project.testing import PASSWORD, superuser, user_with_perms
+from cam_project.testing import PASSWORD, assert_json_error, superuser, user_with_perms
+from campaigns.models import Campaign
 from campaigns.tests.factories import CampaignFactory
 from leads.models import Lead
 from leads.tests.factories import LeadFactory
@@ -219,3 +220,90 @@ def test_a_suppression_added_in_the_admin_in_another_case_is_the_same_address(ad
     assert response.status_code == 200
     assert response.context["adminform"].form.errors == {"email": ["Suppression with this Email already exists."]}
     assert Suppression.objects.count() == 1
+
+
+# --- control characters are refused at the API and the console -------------------------------------
+
+CONTROL_MESSAGE = "Remove the control characters (line breaks, tabs, escape sequences) from this text."
+HOSTILE = {
+    "a forged header": "Alex\r\nBcc: x@y.example",
+    "an escape sequence": "Acme\x1b[31m",
+    "a bidirectional override": "moc.example\u202e",
+    "a tab": "Acme\tInc",
+}
+
+
+@pytest.mark.parametrize("value", HOSTILE.values(), ids=HOSTILE)
+@pytest.mark.parametrize("field", ["name", "sender_name"])
+def test_the_api_refuses_a_new_campaign_with_control_characters_in_a_name(api, field, value):
+    data = {"name": "Q2 outreach", "sender_name": "Alex", field: value}
+
+    body = assert_json_error(api.post("/api/cam/campaigns", data, format="json"), 400)
+
+    assert body == {field: [CONTROL_MESSAGE]}
+    assert not Campaign.objects.exists()
+
+
+@pytest.mark.parametrize("value", HOSTILE.values(), ids=HOSTILE)
+@pytest.mark.parametrize("field", ["name", "sender_name"])
+def test_the_api_refuses_to_edit_a_campaign_name_to_one_with_control_characters(api, field, value):
+    campaign = CampaignFactory(name="Q2 outreach", sender_name="Alex")
+
+    body = assert_json_error(api.patch(f"/api/cam/campaigns/{campaign.pk}", {field: value}, format="json"), 400)
+
+    assert body == {field: [CONTROL_MESSAGE]}
+    campaign.refresh_from_db()
+    assert (campaign.name, campaign.sender_name) == ("Q2 outreach", "Alex")
+
+
+def test_the_console_create_form_shows_the_control_character_errors_next_to_their_fields():
+    client = logged_in("campaigns.view_campaign", "campaigns.add_campaign")
+    data = {"name": "Q2\x1b[31m", "sender_name": "Alex\r\nBcc: x@y.example", "target_clients": "10", "target_mrr": "0",
+            "channels_enabled": ["email"], "max_emails_per_day": "20", "max_attempts_per_lead": "3",
+            "qualification_threshold": "0.7"}
+
+    response = client.post("/campaigns/new", data)
+
+    assert response.status_code == 200
+    assert response.context["form"].errors == {"name": [CONTROL_MESSAGE], "sender_name": [CONTROL_MESSAGE]}
+    html = response.content.decode()
+    assert f'<div class="field-error" id="id_sender_name_error" role="alert"><p>{CONTROL_MESSAGE}</p>' in html
+    assert not Campaign.objects.exists()
+
+
+LEAD_FIELDS = ["first_name", "last_name", "company", "job_title", "company_size", "industry"]
+
+
+@pytest.mark.parametrize("value", HOSTILE.values(), ids=HOSTILE)
+@pytest.mark.parametrize("field", LEAD_FIELDS)
+def test_the_api_refuses_a_new_lead_with_control_characters_in_its_details(api, field, value):
+    campaign = CampaignFactory()
+
+    response = api.post(f"/api/cam/campaigns/{campaign.pk}/leads", {"email": "maya@brightloop.example", field: value},
+                        format="json")
+
+    assert assert_json_error(response, 400) == {field: [CONTROL_MESSAGE]}
+    assert not Lead.objects.exists()
+
+
+@pytest.mark.parametrize("value", HOSTILE.values(), ids=HOSTILE)
+@pytest.mark.parametrize("field", LEAD_FIELDS)
+def test_the_api_refuses_to_edit_a_lead_detail_to_one_with_control_characters(api, field, value):
+    lead = LeadFactory()
+    before = getattr(lead, field)
+
+    response = api.patch(f"/api/cam/leads/{lead.pk}", {field: value}, format="json")
+
+    assert assert_json_error(response, 400) == {field: [CONTROL_MESSAGE]}
+    lead.refresh_from_db()
+    assert getattr(lead, field) == before
+
+
+def test_lead_details_with_ordinary_punctuation_and_accents_are_accepted(api):
+    lead = LeadFactory()
+
+    response = api.patch(f"/api/cam/leads/{lead.pk}", {"company": "Smith & Søn (Zürich) — “Ltd.”", "first_name": "Zoë"},
+                         format="json")
+
+    assert response.status_code == 200
+    assert response.json()["company"] == "Smith & Søn (Zürich) — “Ltd.”"

@@ -132,7 +132,8 @@ def test_a_tag_outside_the_sandbox_is_refused_as_an_invalid_block_tag(tag):
 def test_a_filter_outside_the_sandbox_is_refused(filter_):
     name = filter_.split(":")[0]
 
-    with pytest.raises(TemplateSyntaxError, match=rf"^Invalid filter: '{name}'\. A message may use only these filters: default,"):
+    refused = rf"^Invalid filter: '{name}'\. A message may use only these filters: default,"
+    with pytest.raises(TemplateSyntaxError, match=refused):
         check_template(f"{{{{ company|{filter_} }}}}")
 
 
@@ -177,10 +178,26 @@ def test_the_admin_refuses_a_step_with_a_tag_outside_the_sandbox(client, db):
 def test_the_admin_saves_a_step_within_the_sandbox(client, db):
     client.force_login(superuser())
 
-    response = client.post("/admin/campaigns/campaign/add/", campaign_form(body="{% if company %}Hi {{ company }}{% endif %}"))
+    body = "{% if company %}Hi {{ company }}{% endif %}"
+
+    response = client.post("/admin/campaigns/campaign/add/", campaign_form(body=body))
 
     assert response.status_code == 302
-    assert Campaign.objects.get().steps.get().body_template == "{% if company %}Hi {{ company }}{% endif %}"
+    assert Campaign.objects.get().steps.get().body_template == body
+
+
+def test_the_admin_refuses_a_step_subject_with_a_line_break(client, db):
+    client.force_login(superuser())
+
+    forged = "Idea for {{ company }}\r\nBcc: x@y.example"
+
+    response = client.post("/admin/campaigns/campaign/add/", campaign_form(subject=forged))
+
+    assert response.status_code == 200
+    assert response.context["inline_admin_formsets"][0].formset.errors[0] == {
+        "subject_template": ["Remove the control characters (line breaks, tabs, escape sequences) from this text."],
+    }
+    assert not Campaign.objects.exists()
 
 
 def campaign_form(*, subject="Idea for {{ company }}", body="Hi {{ first_name }}", name="Sandboxed", sender_name=""):
@@ -234,7 +251,8 @@ def test_doubling_a_value_with_nested_with_stops_at_the_value_limit():
 
 
 def test_a_join_that_would_multiply_a_value_is_refused_before_it_is_built():
-    squared = "{% with v=company|make_list|join:company %}{% with w=v|make_list|join:v %}{{ w }}{% endwith %}{% endwith %}"
+    squared = ("{% with v=company|make_list|join:company %}{% with w=v|make_list|join:v %}{{ w }}"
+               "{% endwith %}{% endwith %}")
 
     with pytest.raises(RenderError, match=r"\|join would make a value longer than 2,000 characters"):
         render(squared, company="C" * 200)
