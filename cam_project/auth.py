@@ -30,10 +30,14 @@ def client_ip(request) -> str | None:
 
 def lockout_response(request, original_response=None, credentials=None):
     """The page a locked-out login gets (status 429): what happened and how long it lasts."""
-    minutes = int(get_cool_off(request).total_seconds() // 60)
+    cool_off = get_cool_off(request)
+    if cool_off:
+        how_long = (f"for {int(cool_off.total_seconds() // 60)} minutes after the last attempt. "
+                    "Wait, then try again, or ask an administrator to unlock it.")
+    else:
+        how_long = "until an administrator unlocks it."
     message = (
         f"{get_failure_limit(request, credentials)} failed logins for this username from your address: "
-        f"logging in is refused, even with the right password, for {minutes} minutes after the last attempt. "
-        "Wait, then try again, or ask an administrator to unlock it."
+        f"logging in is refused, even with the right password, {how_long}"
     )
     return render(request, "403.html", {"title": "Too many failed logins", "exception": message}, status=429)

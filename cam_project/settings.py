@@ -189,7 +189,8 @@ AUTHENTICATION_BACKENDS = [
     "django.contrib.auth.backends.ModelBackend",
 ]
 AXES_FAILURE_LIMIT = envint("CAM_LOGIN_FAILURE_LIMIT", 5)
-AXES_COOLOFF_TIME = timedelta(minutes=envint("CAM_LOGIN_LOCKOUT_MINUTES", 15))
+# 0: locked out until staff unlock the pair (django-axes reads no cool-off as no expiry).
+AXES_COOLOFF_TIME = timedelta(minutes=envint("CAM_LOGIN_LOCKOUT_MINUTES", 15)) or None
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True  # a typo now and then never adds up to a lockout
 AXES_LOCKOUT_CALLABLE = "cam_project.auth.lockout_response"

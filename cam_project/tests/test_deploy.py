@@ -98,6 +98,9 @@ def test_the_login_limits_come_from_the_environment(tmp_path):
     assert settings_in_child(names, {"CAM_LOGIN_FAILURE_LIMIT": "3", "CAM_LOGIN_LOCKOUT_MINUTES": "60"}, tmp_path) == {
         "AXES_FAILURE_LIMIT": 3, "AXES_COOLOFF_TIME": "1:00:00",
     }
+    assert settings_in_child(names, {"CAM_LOGIN_LOCKOUT_MINUTES": "0"}, tmp_path) == {
+        "AXES_FAILURE_LIMIT": 5, "AXES_COOLOFF_TIME": None,  # locked out until staff unlock it
+    }
 
 
 def test_a_malformed_switch_is_refused_at_start(tmp_path):

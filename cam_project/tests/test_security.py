@@ -135,6 +135,20 @@ def test_the_lockout_ends_after_15_minutes(limits, pat):
     assert response.status_code == 302 and response["Location"] == "/"
 
 
+def test_without_a_lockout_time_the_pair_stays_locked_until_staff_unlock_it(limits, pat, settings):
+    settings.AXES_COOLOFF_TIME = None  # CAM_LOGIN_LOCKOUT_MINUTES=0
+    client = Client()
+    locked = fail(client, "/login/", 5)
+    assert locked.status_code == 429 and "even with the right password, until an administrator unlocks it." in (
+        locked.content.decode())
+
+    AccessAttempt.objects.update(attempt_time=F("attempt_time") - timedelta(days=30))
+    assert client.post("/login/", {"username": "pat", "password": PASSWORD}).status_code == 429
+
+    AccessAttempt.objects.all().delete()  # what staff do in the admin
+    assert client.post("/login/", {"username": "pat", "password": PASSWORD}).status_code == 302
+
+
 def test_a_successful_login_resets_the_count_of_failures(limits, pat):
     client = Client()
     fail(client, "/login/", 4)
