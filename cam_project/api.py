@@ -85,7 +85,8 @@ def exception_handler(exc, context):
     if isinstance(exc, InvalidTransition):
         exc = exceptions.ValidationError({"status": [str(exc)]})
     response = drf_exception_handler(exc, context)
-    if response is not None and getattr(context["request"], "accepted_renderer", None).__class__ is not JSONRenderer:
+    renderer = getattr(context["request"], "accepted_renderer", None)
+    if response is not None and type(renderer) is not JSONRenderer:
         # The docs pages render HTML and the schema YAML or OpenAPI JSON: their errors are plain
         # JSON all the same, like every API error.
         as_json = JsonResponse(response.data, status=response.status_code, safe=False)
