@@ -33,8 +33,11 @@ $(CHROMIUM):
 test: $(VENV)/.installed-dev $(CHROMIUM)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# `make serve PORT=8080` for another port.
+PORT = 8000
+
 serve: migrate
-	$(MANAGE) runserver 127.0.0.1:8000
+	$(MANAGE) runserver 127.0.0.1:$(PORT)
 
 clean:
 	rm -rf var .pytest_cache

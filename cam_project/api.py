@@ -3,10 +3,12 @@
 import logging
 
 from django.http import JsonResponse
+from django.shortcuts import render
 from django.views.defaults import bad_request as django_bad_request
 from django.views.defaults import page_not_found, server_error
 from rest_framework import exceptions, parsers, permissions, serializers
 from rest_framework.pagination import PageNumberPagination
+from rest_framework.renderers import JSONRenderer
 
 from leads.services import InvalidTransition
 from campaigns.services import Refused
@@ -24,6 +26,16 @@ class ModelPermissions(permissions.DjangoModelPermissions):
         "HEAD": ["%(app_label)s.view_%(model_name)s"],
         "OPTIONS": ["%(app_label)s.view_%(model_name)s"],
     }
+
+
+class CanViewCampaigns(permissions.BasePermission):
+    """The schema and the API docs describe every endpoint: for users who may read campaigns
+    (anonymous: 401, authenticated without campaigns.view_campaign: 403)."""
+
+    message = "The API documentation needs the permission campaigns.view_campaign."
+
+    def has_permission(self, request, view) -> bool:
+        return bool(request.user and request.user.is_authenticated and request.user.has_perm("campaigns.view_campaign"))
 
 
 def run_permissions(dry_run: bool) -> tuple[str, ...]:
@@ -77,7 +89,17 @@ def exception_handler(exc, context):
     if isinstance(exc, Refused):
         # A valid request the lead's or the send's state does not allow now: 409 with the reason.
         exc = Conflict(str(exc))
-    return drf_exception_handler(exc, context)
+    response = drf_exception_handler(exc, context)
+    renderer = getattr(context["request"], "accepted_renderer", None)
+    if response is not None and type(renderer) is not JSONRenderer:
+        # The docs pages render HTML and the schema YAML or OpenAPI JSON: their errors are plain
+        # JSON all the same, like every API error.
+        as_json = JsonResponse(response.data, status=response.status_code, safe=False)
+        for header in ("WWW-Authenticate", "Retry-After"):
+            if header in response:
+                as_json[header] = response[header]
+        return as_json
+    return response
 
 
 class Conflict(exceptions.APIException):
@@ -113,6 +135,26 @@ def bad_request(request, exception=None):
     if _is_api(request):
         return JsonResponse({"detail": f"Bad request: {exception or 'refused'}"}, status=400)
     return django_bad_request(request, exception)
+
+
+# What each permission lets a user do in the console (README, "Operator console").
+CONSOLE_PERMISSIONS = (
+    ("campaigns.view_campaign", "see the dashboard, the campaigns and the API documentation"),
+    ("leads.view_lead", "see a campaign's leads"),
+    ("campaigns.add_campaign", "create campaigns"),
+    ("leads.add_lead", "upload leads and run dry-run cycles"),
+    ("campaigns.change_campaign", "pause, resume and run live cycles"),
+)
+
+
+def permission_denied(request, exception=None):
+    """The console's 403 page (its layout, what the account lacks, a logout button); JSON under /api/."""
+    message = str(exception or "")
+    if _is_api(request):
+        return JsonResponse({"detail": message or "You do not have permission to perform this action."}, status=403)
+    user = request.user
+    missing = [(perm, what) for perm, what in CONSOLE_PERMISSIONS if user.is_authenticated and not user.has_perm(perm)]
+    return render(request, "403.html", {"exception": message, "missing": missing}, status=403)
 
 
 def not_found(request, exception=None):

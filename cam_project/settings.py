@@ -2,6 +2,7 @@
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -53,6 +54,25 @@ def _local_secret_key() -> str:
 
 SECRET_KEY = env("SECRET_KEY") or _local_secret_key()
 ALLOWED_HOSTS = [h.strip() for h in env("ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h.strip()]
+# The https:// origins the console is served from when that is not the Host header itself
+# (Django checks the Origin of every unsafe request against it).
+CSRF_TRUSTED_ORIGINS = [o.strip() for o in env("CSRF_TRUSTED_ORIGINS").split(",") if o.strip()]
+
+# Deployment behind HTTPS (README, "Deploying"). CAM_HTTPS=true turns on everything
+# `manage.py check --deploy` asks for; each setting can still be set on its own.
+CAM_HTTPS = envbool("CAM_HTTPS", False)
+SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", CAM_HTTPS)
+SESSION_COOKIE_SECURE = envbool("SESSION_COOKIE_SECURE", CAM_HTTPS)
+CSRF_COOKIE_SECURE = envbool("CSRF_COOKIE_SECURE", CAM_HTTPS)
+SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", 31_536_000 if CAM_HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("SECURE_HSTS_INCLUDE_SUBDOMAINS", CAM_HTTPS)
+SECURE_HSTS_PRELOAD = envbool("SECURE_HSTS_PRELOAD", CAM_HTTPS)
+# Behind a reverse proxy that terminates TLS: trust its X-Forwarded-Proto, and count failed
+# logins by the client address it appends to X-Forwarded-For (cam_project.auth.client_ip). Only
+# behind a proxy that sets both headers itself: a client reaching Django directly could forge them.
+CAM_BEHIND_PROXY = envbool("CAM_BEHIND_PROXY", False)
+if CAM_BEHIND_PROXY:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -65,6 +85,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "axes",
     "campaigns",
     "leads",
     "outreach",
@@ -79,6 +100,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes requires: turns a locked-out login into its page (cam_project.auth).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "cam_project.urls"
@@ -142,7 +165,7 @@ SPECTACULAR_SETTINGS = {
     "`Authorization: Token <key>` (manage.py drf_create_token USER) or a session.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
-    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    "SERVE_PERMISSIONS": ["cam_project.api.CanViewCampaigns"],
     "SWAGGER_UI_DIST": "SIDECAR",  # served from static files: the machine may be offline
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
@@ -157,6 +180,21 @@ SPECTACULAR_SETTINGS = {
         "SuppressionReasonEnum": "outreach.models.Suppression.Reason",
     },
 }
+
+# Logins (README, "Configuration"): django-axes counts failures per username and address and
+# refuses that pair for CAM_LOGIN_LOCKOUT_MINUTES after CAM_LOGIN_FAILURE_LIMIT failures, on the
+# console's and the admin's login alike. Staff see and delete attempts in the admin ("Axes").
+AUTHENTICATION_BACKENDS = [
+    "cam_project.auth.LoginAttemptsBackend",  # first: a locked-out pair never reaches the password check
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = envint("CAM_LOGIN_FAILURE_LIMIT", 5)
+# 0: locked out until staff unlock the pair (django-axes reads no cool-off as no expiry).
+AXES_COOLOFF_TIME = timedelta(minutes=envint("CAM_LOGIN_LOCKOUT_MINUTES", 15)) or None
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True  # a typo now and then never adds up to a lockout
+AXES_LOCKOUT_CALLABLE = "cam_project.auth.lockout_response"
+AXES_CLIENT_IP_CALLABLE = "cam_project.auth.client_ip"
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -223,7 +261,9 @@ LOGGING = {
         for app in ("campaigns", "leads", "outreach")
     }
     # Server errors with their tracebacks.
-    | {"django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False}},
+    | {"django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False}}
+    # Failed logins and lockouts.
+    | {"axes": {"handlers": ["console"], "level": "WARNING", "propagate": False}},
 }
 
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)

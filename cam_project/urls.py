@@ -51,5 +51,6 @@ urlpatterns = [
 ]
 
 handler400 = "cam_project.api.bad_request"
+handler403 = "cam_project.api.permission_denied"
 handler404 = "cam_project.api.not_found"
 handler500 = "cam_project.api.internal_error"

@@ -1,3 +1,4 @@
+from django import forms
 from django.contrib import admin, messages
 from django.utils import timezone
 
@@ -33,8 +34,17 @@ class LeadEventInline(admin.TabularInline):
         return False
 
 
+class LeadAdminForm(forms.ModelForm):
+    """The address trimmed and lower-cased before the model's checks (its lower-case constraint,
+    one lead per address and campaign) see it, as an import stores it."""
+
+    def clean_email(self):
+        return email_normalise(self.cleaned_data["email"])
+
+
 @admin.register(Lead)
 class LeadAdmin(admin.ModelAdmin):
+    form = LeadAdminForm  # the email is read-only once the lead exists: this acts on the add page
     list_display = ("email", "full_name", "company", "campaign", "status", "score", "attempt_count",
                     "next_action_at", "stopped_reason")
     list_filter = ("status", "campaign", "email_valid")
@@ -46,6 +56,9 @@ class LeadAdmin(admin.ModelAdmin):
     raw_id_fields = ("campaign", "source")
     actions = ["mark_do_not_contact", "mark_replied", "mark_qualified", "mark_lost", "resume_leads"]
     inlines = [LeadEventInline]
+
+    def get_inlines(self, request, obj):
+        return self.inlines if obj is not None else []  # a lead being added has no history yet
     # Status, tags and scheduling change through the state machine (services), not by hand.
     STATE_FIELDS = ("status", "tags", "next_action_at")
 

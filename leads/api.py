@@ -10,6 +10,7 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 
 from cam_project.api import ErrorSerializer, JSONParser, Pagination, query_param, require_perm
+from cam_project.validators import no_control_characters
 from campaigns.models import Campaign
 from leads.importing import leads_import_upload, leads_insert
 from leads.models import Lead, LeadEvent
@@ -30,15 +31,20 @@ class LeadSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class LeadDetailsSerializer(serializers.Serializer):
-    """The lead fields staff and API clients give (the model's lengths)."""
+# A one-line detail: no line breaks, escape sequences or bidirectional overrides (the model's
+# validator), which would end up in mail headers, terminals and logs.
+_ONE_LINE = {"required": False, "allow_blank": True, "validators": [no_control_characters]}
 
-    first_name = serializers.CharField(max_length=100, required=False, allow_blank=True)
-    last_name = serializers.CharField(max_length=100, required=False, allow_blank=True)
-    company = serializers.CharField(max_length=200, required=False, allow_blank=True)
-    job_title = serializers.CharField(max_length=200, required=False, allow_blank=True)
-    company_size = serializers.CharField(max_length=50, required=False, allow_blank=True)
-    industry = serializers.CharField(max_length=100, required=False, allow_blank=True)
+
+class LeadDetailsSerializer(serializers.Serializer):
+    """The lead fields staff and API clients give (the model's lengths and validators)."""
+
+    first_name = serializers.CharField(max_length=100, **_ONE_LINE)
+    last_name = serializers.CharField(max_length=100, **_ONE_LINE)
+    company = serializers.CharField(max_length=200, **_ONE_LINE)
+    job_title = serializers.CharField(max_length=200, **_ONE_LINE)
+    company_size = serializers.CharField(max_length=50, **_ONE_LINE)
+    industry = serializers.CharField(max_length=100, **_ONE_LINE)
 
 
 class LeadInputSerializer(LeadDetailsSerializer):

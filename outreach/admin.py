@@ -1,7 +1,9 @@
+from django import forms
 from django.contrib import admin, messages
 from django.utils import timezone
 
 from campaigns.services import Refused
+from leads.rows import email_normalise
 from leads.services import Actor
 from outreach.attention import attempt_resolve
 
@@ -53,8 +55,17 @@ class OutreachAttemptAdmin(admin.ModelAdmin):
         return False
 
 
+class SuppressionAdminForm(forms.ModelForm):
+    """The address trimmed and lower-cased before the model's checks (its lower-case constraint,
+    one entry per address) see it, as suppression_add stores it."""
+
+    def clean_email(self):
+        return email_normalise(self.cleaned_data["email"])
+
+
 @admin.register(Suppression)
 class SuppressionAdmin(admin.ModelAdmin):
+    form = SuppressionAdminForm
     list_display = ("email", "reason", "note", "created_at")
     list_filter = ("reason",)
     search_fields = ("email", "note")

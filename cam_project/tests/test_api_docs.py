@@ -2,7 +2,8 @@ from io import StringIO
 
 import pytest
 from django.core.management import call_command
-from rest_framework.test import APIClient
+
+from cam_project.testing import anonymous_client, assert_json_error, session_client, token_client, user_with_perms
 
 
 def test_the_openapi_schema_is_valid_and_generates_without_warnings(tmp_path):
@@ -12,19 +13,45 @@ def test_the_openapi_schema_is_valid_and_generates_without_warnings(tmp_path):
     assert "tokenAuth" in schema and "cookieAuth" in schema
 
 
+DOCS = ["/api/schema/", "/api/schema/?format=json", "/api/docs/", "/api/redoc/"]
+
+
 @pytest.mark.django_db
-def test_the_schema_and_docs_need_a_login_like_every_endpoint(django_user_model):
-    client = APIClient()
-    assert client.get("/api/schema/").status_code == 401
-    assert client.get("/api/docs/").status_code == 401
-    client.force_authenticate(django_user_model.objects.create_user("reader", "r@example.org", "pw"))
+@pytest.mark.parametrize("url", DOCS)
+def test_the_schema_and_docs_refuse_an_anonymous_client_with_401_json(url):
+    body = assert_json_error(anonymous_client().get(url), 401)
+
+    assert body == {"detail": "Authentication credentials were not provided."}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("url", DOCS)
+def test_the_schema_and_docs_refuse_a_user_without_view_campaign_with_403_json(url):
+    client = token_client(user_with_perms("leads.view_lead", "outreach.view_suppression"))
+
+    body = assert_json_error(client.get(url), 403)
+
+    assert body == {"detail": "The API documentation needs the permission campaigns.view_campaign."}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("url", DOCS)
+def test_the_schema_and_docs_are_served_to_a_user_who_may_view_campaigns(url):
+    client = session_client(user_with_perms("campaigns.view_campaign"))
+
+    assert client.get(url).status_code == 200
+
+
+@pytest.mark.django_db
+def test_the_schema_is_openapi_3():
+    client = token_client(user_with_perms("campaigns.view_campaign"))
+
     assert client.get("/api/schema/?format=json").json()["openapi"].startswith("3.")
 
 
 @pytest.mark.django_db
-def test_the_documentation_page_and_its_assets_are_served_locally(django_user_model):
-    client = APIClient()
-    client.force_authenticate(django_user_model.objects.create_user("reader", "r@example.org", "pw"))
+def test_the_documentation_page_and_its_assets_are_served_locally():
+    client = session_client(user_with_perms("campaigns.view_campaign"))
     page = client.get("/api/docs/")
     assert page.status_code == 200
     html = page.content.decode()
