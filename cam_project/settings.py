@@ -205,6 +205,16 @@ CAM_SITE_URL = env("CAM_SITE_URL", "http://127.0.0.1:8000").rstrip("/")
 CAM_VERIFY_EMAIL_DNS = envbool("CAM_VERIFY_EMAIL_DNS", False)
 CAM_MAX_NEW_LEADS = envint("CAM_MAX_NEW_LEADS", 100)
 CAM_MAX_ENRICHED = envint("CAM_MAX_ENRICHED", 100)
+# Lead files: a CSV lead source reads only files under this directory (uploads are saved there,
+# under the campaign's id); a relative path is relative to the project directory.
+CAM_IMPORT_DIR = BASE_DIR / env("CAM_IMPORT_DIR", str(VAR_DIR / "imports"))
+# Uploads (API, console, admin) bigger than this are refused (413) without being kept.
+CAM_MAX_UPLOAD_MB = envint("CAM_MAX_UPLOAD_MB", 50)
+FILE_UPLOAD_HANDLERS = [
+    "cam_project.uploads.CappedUploadHandler",
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
 
 CAM_LOG_LEVEL = env("CAM_LOG_LEVEL", "INFO").upper()
 LOGGING = {
