@@ -39,7 +39,7 @@ class LeadSourceForm(forms.ModelForm):
                 lead_file_check(upload, upload.name)
             except LeadFileError as exc:
                 self.add_error("csv_file", f"{upload.name} cannot be used: {exc}")
-        elif kind == LeadSource.Kind.CSV:
+        elif kind == LeadSource.Kind.CSV and "csv_file" not in self.errors:
             settings = cleaned.get("settings")
             path = settings.get("path") if isinstance(settings, dict) else None
             if not path:
