@@ -129,6 +129,8 @@ def _test_settings(settings, tmp_path):
     settings.CAM_VERIFY_EMAIL_DNS = False
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
     settings.DEFAULT_FROM_EMAIL = "CAM Test <cam@agency.example>"
+    # Lead sources read only files under CAM_IMPORT_DIR: each test's own directory.
+    settings.CAM_IMPORT_DIR = tmp_path
 
 
 # API clients for the API tests (users from cam_project.testing).

@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 WORK = Path(tempfile.mkdtemp(prefix="cam-bench-"))
 os.environ["CAM_VAR_DIR"] = str(WORK)
+os.environ["CAM_IMPORT_DIR"] = str(WORK)  # the CSV sources' files are written there
 os.environ["DATABASE_URL"] = ""  # always a throw-away SQLite file: never write into a real database
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cam_project.settings")
 os.environ["CAM_LOG_LEVEL"] = "ERROR"

@@ -249,6 +249,16 @@ CAM_CYCLE_BUDGET_SECONDS = envint("CAM_CYCLE_BUDGET_SECONDS", 600)
 # The most one send may take, from MAIL FROM to the server's last reply, whatever the server
 # does (a server trickling its answer a byte at a time is cut off here).
 CAM_SEND_TIMEOUT_SECONDS = envint("CAM_SEND_TIMEOUT_SECONDS", 60)
+# Lead files: a CSV lead source reads only files under this directory (uploads are saved there,
+# under the campaign's id); a relative path is relative to the project directory.
+CAM_IMPORT_DIR = BASE_DIR / env("CAM_IMPORT_DIR", str(VAR_DIR / "imports"))
+# Uploads (API, console, admin) bigger than this are refused (413) without being kept.
+CAM_MAX_UPLOAD_MB = envint("CAM_MAX_UPLOAD_MB", 50)
+FILE_UPLOAD_HANDLERS = [
+    "cam_project.uploads.CappedUploadHandler",
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
 
 CAM_LOG_LEVEL = env("CAM_LOG_LEVEL", "INFO").upper()
 LOGGING = {

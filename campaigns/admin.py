@@ -4,6 +4,7 @@ from django.utils import timezone
 from campaigns.cycle import cycle_run
 from campaigns.models import Campaign, MessageStep
 from campaigns.services import Refused, campaign_pause, campaign_resume
+from leads.admin import LeadSourceForm, lead_source_form
 from leads.models import LeadSource
 
 
@@ -15,9 +16,14 @@ class MessageStepInline(admin.StackedInline):
 
 class LeadSourceInline(admin.TabularInline):
     model = LeadSource
+    form = LeadSourceForm
     extra = 0
-    fields = ("name", "kind", "settings", "active", "last_run_at", "last_error")
+    fields = ("name", "kind", "csv_file", "settings", "active", "last_run_at", "last_error")
     readonly_fields = ("last_run_at", "last_error")
+
+    def get_formset(self, request, obj=None, **kwargs):
+        kwargs["form"] = lead_source_form(request)
+        return super().get_formset(request, obj, **kwargs)
 
 
 @admin.register(Campaign)

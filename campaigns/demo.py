@@ -1,14 +1,20 @@
 """The demo campaign of `make demo`: loaded once, whatever the number of runs."""
 
+import filecmp
+import shutil
+from pathlib import Path
+
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
 from campaigns.models import Campaign, MessageStep
 from leads.models import LeadSource
+from leads.sources import import_dir
 from outreach.messages import DEFAULT_STEPS
 
 DEMO_NAME = "Demo: web design for B2B SaaS"
+# Shipped in the repository, and copied into CAM_IMPORT_DIR, where lead sources read files.
 DEMO_CSV = "data/sample_leads.csv"
 DEMO_USER, DEMO_PASSWORD = "demo", "cam-demo-2026"
 
@@ -29,15 +35,33 @@ def demo_load() -> tuple[Campaign, bool]:
             "sender_email": "alex@demo-studio.example",
         },
     )
+    path = _demo_csv_copy(campaign)
     if created:
         MessageStep.objects.bulk_create(
             MessageStep(campaign=campaign, position=i, delay_days=delay, subject_template=subject, body_template=body)
             for i, (delay, subject, body) in enumerate(DEFAULT_STEPS, start=1)
         )
         LeadSource.objects.create(
-            campaign=campaign, name="Sample CSV", kind=LeadSource.Kind.CSV, settings={"path": DEMO_CSV}
+            campaign=campaign, name="Sample CSV", kind=LeadSource.Kind.CSV, settings={"path": path}
         )
+    else:
+        # A demo database made before sources were confined to CAM_IMPORT_DIR reads the copy now.
+        for source in campaign.lead_sources.filter(kind=LeadSource.Kind.CSV):
+            if (source.settings or {}).get("path") == DEMO_CSV:
+                source.settings = {**source.settings, "path": path}
+                source.save(update_fields=["settings"])
     return campaign, created
+
+
+def _demo_csv_copy(campaign: Campaign) -> str:
+    """data/sample_leads.csv copied to CAM_IMPORT_DIR/<campaign id>/ (again only when the
+    shipped file differs, so a second `make demo` sees the same file); its path there."""
+    relative = f"{campaign.pk}/{Path(DEMO_CSV).name}"
+    shipped, copy = Path(settings.BASE_DIR) / DEMO_CSV, import_dir() / relative
+    if not copy.is_file() or not filecmp.cmp(shipped, copy, shallow=False):
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shipped, copy)
+    return relative
 
 
 def demo_login() -> tuple[str, str] | None:

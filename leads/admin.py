@@ -2,11 +2,69 @@ from django import forms
 from django.contrib import admin, messages
 from django.utils import timezone
 
+from cam_project.uploads import upload_refusal
 from campaigns.services import Refused
 from leads.models import TAG_DO_NOT_CONTACT, Lead, LeadEvent, LeadSource
-from leads.rows import email_normalise
+from leads.rows import LeadFileError, email_normalise
 from leads.services import ENRICHABLE_FIELDS, Actor, InvalidTransition, lead_tag_add, lead_update
+from leads.sources import lead_file_check, source_csv_save, source_file_path
 from outreach.attention import lead_resume
+
+
+class LeadSourceForm(forms.ModelForm):
+    """A lead source, and for a CSV source its file: uploaded here and kept under
+    CAM_IMPORT_DIR (source_csv_save). A path typed into the settings must lie there too."""
+
+    csv_file = forms.FileField(
+        required=False, label="CSV file",
+        help_text="For a CSV source: the file to read at every cycle (replaces the current one).",
+    )
+    # The request's upload refusal (too large), set by the admin for each request.
+    upload_refusal = None
+
+    class Meta:
+        model = LeadSource
+        fields = "__all__"
+        help_texts = {"settings": 'For CSV: set by the uploaded file, {"path": "<campaign id>/<file>.csv"}, '
+                                  "a path under CAM_IMPORT_DIR."}
+
+    def clean(self):
+        cleaned = super().clean()
+        upload, kind = cleaned.get("csv_file"), cleaned.get("kind")
+        refusal = self.upload_refusal
+        if refusal is not None and refusal.field == self.add_prefix("csv_file"):
+            self.add_error("csv_file", str(refusal))
+        elif upload and kind != LeadSource.Kind.CSV:
+            self.add_error("csv_file", "Only a CSV source reads a file.")
+        elif upload:
+            try:
+                lead_file_check(upload, upload.name)
+            except LeadFileError as exc:
+                self.add_error("csv_file", f"{upload.name} cannot be used: {exc}")
+        elif kind == LeadSource.Kind.CSV and "csv_file" not in self.errors:
+            settings = cleaned.get("settings")
+            path = settings.get("path") if isinstance(settings, dict) else None
+            if not path:
+                self.add_error("csv_file", "Upload the CSV file this source reads.")
+            else:
+                try:
+                    source_file_path(path)
+                except LeadFileError as exc:
+                    self.add_error("settings", str(exc))
+        return cleaned
+
+    def save(self, commit=True):
+        upload = self.cleaned_data.get("csv_file")
+        if not (upload and commit):
+            return super().save(commit)
+        source = self.instance
+        return source_csv_save(campaign=source.campaign, file=upload, name=source.name, now=timezone.now(),
+                               source=source)
+
+
+def lead_source_form(request) -> type[LeadSourceForm]:
+    """LeadSourceForm knowing whether this request's upload was refused as too large."""
+    return type("LeadSourceForm", (LeadSourceForm,), {"upload_refusal": upload_refusal(request)})
 
 
 @admin.register(LeadSource)
@@ -15,6 +73,20 @@ class LeadSourceAdmin(admin.ModelAdmin):
     list_filter = ("kind", "active")
     list_select_related = ("campaign",)
     search_fields = ("name", "campaign__name")
+    fields = ("campaign", "name", "kind", "csv_file", "settings", "active", "last_run_at", "last_error")
+    readonly_fields = ("last_run_at", "last_error")
+    raw_id_fields = ("campaign",)
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        kwargs["form"] = lead_source_form(request)
+        return super().get_form(request, obj, change, **kwargs)
+
+    def save_model(self, request, obj, form, change):
+        upload = form.cleaned_data.get("csv_file")
+        if upload:
+            source_csv_save(campaign=obj.campaign, file=upload, name=obj.name, now=timezone.now(), source=obj)
+        else:
+            super().save_model(request, obj, form, change)
 
 
 class LeadEventInline(admin.TabularInline):

@@ -3,13 +3,20 @@ resume), and its history."""
 
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiParameter, PolymorphicProxySerializer, extend_schema, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    PolymorphicProxySerializer,
+    extend_schema,
+    inline_serializer,
+)
 from rest_framework import generics, permissions, serializers, status
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 
 from cam_project.api import ErrorSerializer, JSONParser, Pagination, query_param, require_perm
+from cam_project.uploads import UploadTooLarge, uploaded_file
 from cam_project.validators import no_control_characters
 from campaigns.models import Campaign
 from leads.importing import leads_import_upload, leads_insert
@@ -72,8 +79,15 @@ class ImportReportSerializer(serializers.Serializer):
     imported = serializers.IntegerField()
     duplicates = serializers.IntegerField()
     rejected = serializers.IntegerField()
+    cut = serializers.IntegerField(help_text="Imported rows whose extra fields were cut (too many or too long)")
     duplicate_rows = RowProblemSerializer(many=True)
     rejected_rows = RowProblemSerializer(many=True)
+    cut_rows = RowProblemSerializer(many=True, help_text="What was cut, per row")
+
+
+class UploadTooLargeError(APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "upload_too_large"
 
 
 LEADS_REQUEST = {
@@ -110,7 +124,11 @@ class CampaignLeadsView(generics.ListAPIView):
 
     @extend_schema(
         request=LEADS_REQUEST,
-        responses={201: ImportReportSerializer, 200: ImportReportSerializer, 409: ImportReportSerializer},
+        responses={
+            201: ImportReportSerializer, 200: ImportReportSerializer, 409: ImportReportSerializer,
+            413: OpenApiResponse(inline_serializer("UploadTooLarge", {"detail": serializers.CharField()}),
+                                 description="The file is larger than CAM_MAX_UPLOAD_MB"),
+        },
         summary="Add leads: one lead, a JSON list, or a CSV file (multipart field 'file')",
         description="One lead: 201, or 400 with the field at fault, or 409 if the address is already in the "
         "campaign. A list or a file: 201 if any lead was added (else 200), with the same report as "
@@ -119,9 +137,12 @@ class CampaignLeadsView(generics.ListAPIView):
     def post(self, request, pk):
         campaign = get_object_or_404(Campaign, pk=pk)
         now = timezone.now()
-        if "file" in request.FILES:
+        try:
+            upload = uploaded_file(request, "file")
+        except UploadTooLarge as exc:
+            raise UploadTooLargeError(str(exc)) from None
+        if upload is not None:
             try:
-                upload = request.FILES["file"]
                 report = leads_import_upload(campaign=campaign, file=upload, name=upload.name, now=now)
             except LeadFileError as exc:
                 raise ValidationError({"file": [str(exc)]}) from None

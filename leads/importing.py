@@ -12,7 +12,7 @@ from campaigns.models import Campaign
 from leads.models import Lead, LeadSource
 from leads.rows import LeadRow, RowProblem, csv_rows
 from leads.services import PhaseResult
-from leads.sources import SOURCES, SourceSkipped, lead_text, open_lead_file
+from leads.sources import SOURCES, SourceSkipped, lead_text, open_lead_file, source_file_version
 
 # Suppression is outreach's table, but no lead may be created for a suppressed address.
 from outreach.models import Suppression
@@ -28,14 +28,20 @@ class ImportReport:
     imported: int = 0
     duplicates: list[RowProblem] = field(default_factory=list)
     rejected: list[RowProblem] = field(default_factory=list)
+    # Imported rows whose extra fields were cut (too many, too long): the reason says what.
+    cut_rows: list[RowProblem] = field(default_factory=list)
+    # False when the insertion stopped at its limit before the last row.
+    complete: bool = True
 
     def as_dict(self) -> dict:
         return {
             "imported": self.imported,
             "duplicates": len(self.duplicates),
             "rejected": len(self.rejected),
+            "cut": len(self.cut_rows),
             "duplicate_rows": [p.as_dict() for p in self.duplicates],
             "rejected_rows": [p.as_dict() for p in self.rejected],
+            "cut_rows": [p.as_dict() for p in self.cut_rows],
         }
 
 
@@ -69,6 +75,7 @@ def leads_insert(
             _insert_batch(campaign, batch, now, source, report, limit)
             batch = []
             if limit is not None and report.imported >= limit:
+                report.complete = False
                 return report
     if batch:
         _insert_batch(campaign, batch, now, source, report, limit)
@@ -101,8 +108,11 @@ def _insert_batch(campaign, batch, now, source, report, limit) -> None:
     ) if new else set()
     by_email = {row.email: row for row in batch}
     for lead in new:
+        row = by_email[lead.email]
         if lead.email not in inserted:
-            report.duplicates.append(RowProblem(by_email[lead.email].line, lead.email, "already in this campaign"))
+            report.duplicates.append(RowProblem(row.line, lead.email, "already in this campaign"))
+        elif row.cuts:
+            report.cut_rows.append(RowProblem(row.line, lead.email, "; ".join(row.cuts), "extra"))
     report.imported += len(inserted)
 
 
@@ -125,12 +135,17 @@ def _problems_note(label: str, problems: list[RowProblem], shown: int = 3) -> st
 
 
 def leads_discover(*, campaign: Campaign, now: datetime, limit: int) -> PhaseResult:
-    """Run each active lead source of the campaign and insert what is new, `limit` in all."""
+    """Run each active lead source of the campaign and insert what is new, `limit` in all.
+
+    A CSV source's rejected rows are noted once per version of its file (size and modification
+    time), not at every cycle: the version is remembered once the whole file was read, and a
+    changed file is reported again."""
     result = PhaseResult()
     for source in campaign.lead_sources.filter(active=True):
         label = f"source {source}"
         read = SOURCES.get(source.kind)
         source.last_error = ""
+        version = source_file_version(source)
         try:
             if read is None:
                 raise ValueError(f"unknown kind {source.kind!r}")
@@ -146,10 +161,10 @@ def leads_discover(*, campaign: Campaign, now: datetime, limit: int) -> PhaseRes
             result.errors.append(f"{label}: {exc}")
         else:
             result.count += report.imported
-            if report.rejected:
+            if report.rejected and not (version and version == source.reported_file_version):
                 result.notes.append(_problems_note(label, report.rejected))
+            if version and report.complete:
+                source.reported_file_version = version
         source.last_run_at = now
-        source.save(update_fields=["last_run_at", "last_error"])
+        source.save(update_fields=["last_run_at", "last_error", "reported_file_version"])
     return result
-
-

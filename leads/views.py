@@ -1,6 +1,8 @@
-"""The console's leads pages: a campaign's leads (filter, search, CSV upload with its report),
-and one lead (details, emails, history, and the outcomes staff record)."""
+"""The console's leads pages: a campaign's leads (filter, search, CSV upload with its report,
+adding a CSV file as a lead source), and one lead (details, emails, history, and the outcomes
+staff record)."""
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
 from django.core.exceptions import PermissionDenied
@@ -9,15 +11,19 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
+from cam_project.uploads import UploadTooLarge, uploaded_file
+from cam_project.validators import has_control_characters
 from campaigns.models import Campaign
 from campaigns.services import Refused
 from leads.importing import leads_import_upload
-from leads.models import TAG_DO_NOT_CONTACT, Lead
+from leads.models import TAG_DO_NOT_CONTACT, Lead, LeadSource
 from leads.rows import LeadFileError
 from leads.services import Actor, InvalidTransition, lead_tag_add, lead_update, leads_search
+from leads.sources import source_csv_save
 from outreach.attention import in_flight_window, lead_resume, lead_resume_refusal
 
 REPORT_ROWS_SHOWN = 100
+SOURCE_NAME_MAX = LeadSource._meta.get_field("name").max_length
 
 
 @login_required
@@ -25,6 +31,8 @@ REPORT_ROWS_SHOWN = 100
 def campaign_leads(request, pk):
     campaign = get_object_or_404(Campaign, pk=pk)
     if request.method == "POST":
+        if request.POST.get("action") == "add_source":
+            return _add_source(request, campaign)
         return _upload(request, campaign)
     status = request.GET.get("status", "")
     search = request.GET.get("q", "").strip()[:200].replace("\x00", "")
@@ -36,13 +44,18 @@ def campaign_leads(request, pk):
     return render(request, "console/leads.html", {
         "campaign": campaign, "page": page, "status": status, "search": search,
         "statuses": Lead.Status.choices, "report": request.session.pop(f"import_report_{pk}", None),
+        "sources": campaign.lead_sources.all(), "max_upload_mb": settings.CAM_MAX_UPLOAD_MB,
     })
 
 
 def _upload(request, campaign):
     if not request.user.has_perm("leads.add_lead"):
         raise PermissionDenied
-    upload = request.FILES.get("file")
+    try:
+        upload = uploaded_file(request, "file")
+    except UploadTooLarge as exc:
+        messages.error(request, str(exc))
+        return redirect("campaign-leads", pk=campaign.pk)
     if not upload:
         messages.error(request, "Choose a CSV file to upload.")
         return redirect("campaign-leads", pk=campaign.pk)
@@ -52,13 +65,37 @@ def _upload(request, campaign):
         messages.error(request, f"{upload.name} cannot be imported: {exc}")
         return redirect("campaign-leads", pk=campaign.pk)
     shown = report.as_dict()
-    shown["duplicate_rows"] = shown["duplicate_rows"][:REPORT_ROWS_SHOWN]
-    shown["rejected_rows"] = shown["rejected_rows"][:REPORT_ROWS_SHOWN]
+    for rows in ("duplicate_rows", "rejected_rows", "cut_rows"):
+        shown[rows] = shown[rows][:REPORT_ROWS_SHOWN]
     shown["file"] = upload.name
     request.session[f"import_report_{campaign.pk}"] = shown
     level = messages.success if report.imported else messages.warning
     level(request, f"Imported {report.imported} new lead{'s' if report.imported != 1 else ''} from {upload.name}; "
                    "they are enriched and scored by the next cycle.")
+    return redirect("campaign-leads", pk=campaign.pk)
+
+
+def _add_source(request, campaign):
+    if not request.user.has_perm("leads.add_leadsource"):
+        raise PermissionDenied
+    try:
+        upload = uploaded_file(request, "source_file")
+    except UploadTooLarge as exc:
+        messages.error(request, str(exc))
+        return redirect("campaign-leads", pk=campaign.pk)
+    if not upload:
+        messages.error(request, "Choose a CSV file to add as a lead source.")
+        return redirect("campaign-leads", pk=campaign.pk)
+    name = " ".join(request.POST.get("name", "").split())[:SOURCE_NAME_MAX] or upload.name[:SOURCE_NAME_MAX]
+    if has_control_characters(name):
+        messages.error(request, "Remove the control characters from the source's name.")
+        return redirect("campaign-leads", pk=campaign.pk)
+    try:
+        source = source_csv_save(campaign=campaign, file=upload, name=name, now=timezone.now())
+    except LeadFileError as exc:
+        messages.error(request, f"{upload.name} cannot be a lead source: {exc}")
+        return redirect("campaign-leads", pk=campaign.pk)
+    messages.success(request, f"Added the lead source {source.name}: every cycle reads it and picks up its new rows.")
     return redirect("campaign-leads", pk=campaign.pk)
 
 

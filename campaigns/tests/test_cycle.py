@@ -67,9 +67,9 @@ def test_external_services_without_keys_are_reported_as_skipped(now):
     assert "dropcontact enrichment skipped: DROPCONTACT_API_KEY is not set" in result.notes
 
 
-def test_a_failing_phase_is_reported_and_the_next_phases_still_run(monkeypatch, smtp_server, now):
+def test_a_failing_phase_is_reported_and_the_next_phases_still_run(monkeypatch, smtp_server, tmp_path, now):
     campaign = CampaignFactory()
-    LeadSourceFactory(campaign=campaign, settings={"path": "/nonexistent/leads.csv"})
+    LeadSourceFactory(campaign=campaign, settings={"path": str(tmp_path / "nonexistent" / "leads.csv")})
     LeadFactory(campaign=campaign, next_action_at=now, score=0.5)
 
     def enrich_fails(**kwargs):

@@ -12,7 +12,7 @@ class LeadSourceFactory(factory.django.DjangoModelFactory):
     campaign = factory.SubFactory(CampaignFactory)
     name = "CSV"
     kind = LeadSource.Kind.CSV
-    settings = factory.LazyFunction(lambda: {"path": "data/sample_leads.csv"})
+    settings = factory.LazyFunction(lambda: {"path": "leads.csv"})  # under CAM_IMPORT_DIR
 
 
 class LeadFactory(factory.django.DjangoModelFactory):

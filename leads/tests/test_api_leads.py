@@ -33,8 +33,9 @@ LEAD_KEYS = {"id", "campaign", "email", "first_name", "last_name", "company", "j
              "status", "score", "tags", "email_valid", "next_action_at", "stopped_reason", "attempt_count",
              "first_contacted_at", "last_contacted_at", "replied_at", "created_at", "updated_at", "source_data"}
 PAGE_KEYS = {"count", "next", "previous", "results"}
-REPORT_KEYS = {"imported", "duplicates", "rejected", "duplicate_rows", "rejected_rows"}
-EMPTY_REPORT = {"imported": 0, "duplicates": 0, "rejected": 0, "duplicate_rows": [], "rejected_rows": []}
+REPORT_KEYS = {"imported", "duplicates", "rejected", "cut", "duplicate_rows", "rejected_rows", "cut_rows"}
+EMPTY_REPORT = {"imported": 0, "duplicates": 0, "rejected": 0, "cut": 0, "duplicate_rows": [], "rejected_rows": [],
+                "cut_rows": []}
 
 
 def leads_url(campaign_pk):

@@ -1,7 +1,9 @@
 """Enrichment, verification and scoring (leads/enrichment.py), and the discover and enrich
 phases of the cycle (leads_discover, leads_enrich)."""
 
+import shutil
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -259,9 +261,11 @@ def test_discovery_inserts_the_csv_sources_leads_as_new_and_due(tmp_path, now):
 
 
 @pytest.mark.django_db
-def test_discovery_reads_a_relative_path_from_the_project_directory(now):
+def test_discovery_reads_a_relative_path_from_the_import_directory(settings, now):
     campaign = CampaignFactory()
-    LeadSourceFactory(campaign=campaign, settings={"path": "data/sample_leads.csv"})
+    (Path(settings.CAM_IMPORT_DIR) / "7").mkdir()
+    shutil.copy(Path(settings.BASE_DIR) / "data" / "sample_leads.csv", Path(settings.CAM_IMPORT_DIR) / "7" / "sample.csv")
+    LeadSourceFactory(campaign=campaign, settings={"path": "7/sample.csv"})
 
     result = leads_discover(campaign=campaign, now=now, limit=1000)
 

@@ -16,7 +16,8 @@ class Command(BaseCommand):
     help = (
         "Import leads from a CSV file (header row with an email column; first_name, last_name, "
         "company, job_title, company_size, industry and common variants are mapped, other columns "
-        "are kept as source data). Reports imported, duplicate and rejected rows with line numbers."
+        "are kept as source data, at most 50 of them). Reports imported, duplicate, rejected and cut rows with "
+        "line numbers."
     )
 
     def add_arguments(self, parser):
@@ -38,9 +39,12 @@ class Command(BaseCommand):
             return
         self.stdout.write(
             self.style.SUCCESS(f"Imported {_count(report.imported, 'lead')} into #{campaign.pk} {campaign.name}")
-            + f"; {_count(len(report.duplicates), 'duplicate')}, {len(report.rejected)} rejected."
+            + f"; {_count(len(report.duplicates), 'duplicate')}, {len(report.rejected)} rejected"
+            + (f", {_count(len(report.cut_rows), 'row')} with extra columns cut." if report.cut_rows else ".")
         )
-        for title, problems in (("Duplicates", report.duplicates), ("Rejected", report.rejected)):
+        sections = (("Duplicates", report.duplicates), ("Rejected", report.rejected),
+                    ("Imported with extra columns cut", report.cut_rows))
+        for title, problems in sections:
             if not problems:
                 continue
             self.stdout.write(f"{title}:")
