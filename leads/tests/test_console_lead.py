@@ -158,3 +158,17 @@ def test_a_live_run_with_nothing_to_send_does_not_claim_emails_were_sent(operato
     response = operator.post(f"/campaigns/{campaign.pk}/run", {"confirmed": "yes"}, follow=True)
     page = response.content.decode()
     assert "Live run: no email sent" in page and "LIVE: 0" not in page
+
+
+def test_buttons_a_user_may_not_use_are_not_shown_on_the_campaign_page(client):
+    from cam_project.testing import user_with_perms
+
+    campaign = CampaignFactory()
+    client.force_login(read_only_staff())
+    page = client.get(f"/campaigns/{campaign.pk}").content.decode()
+    assert 'id="run-form"' not in page and ">Pause<" not in page and "Edit in admin" not in page
+
+    client.force_login(user_with_perms("campaigns.view_campaign", "leads.add_lead"))
+    page = client.get(f"/campaigns/{campaign.pk}").content.decode()
+    assert 'id="run-form"' in page and 'type="checkbox" name="dry_run"' not in page
+    assert "You may run dry runs only" in page
