@@ -104,6 +104,11 @@ def lead_locked(pk: int) -> Lead:
     return Lead.objects.select_for_update().get(pk=pk)
 
 
+def lead_as_read(lead: Lead) -> dict:
+    """What a writer read of the lead's outreach state, as the condition of its write."""
+    return {"status": lead.status, "next_action_at": lead.next_action_at, "attempt_count": lead.attempt_count}
+
+
 def lead_write_if_unchanged(*, lead: Lead, expect: dict, changes: dict, now: datetime, event: dict | None = None) -> bool:
     """Write `changes` only if the lead's row still holds what the caller read (`expect`), and
     record `event` (lead_event's arguments) with it. False: another writer moved the lead on
@@ -228,7 +233,7 @@ def lead_update(*, lead: Lead, data: dict, now: datetime, actor: Actor | None = 
 
     REPLIED records a reply (follow-ups stop); QUALIFIED and LOST close the lead. Tagging
     do_not_contact stops outreach at once; removing the tag does not restart it (staff resume
-    the lead, which checks it may be emailed again).
+    the lead, which checks it may be emailed again). `add_tags` adds to the tags the lead has.
     """
     actor = actor or Actor("staff")
     lead = lead_locked(lead.pk)
@@ -238,8 +243,9 @@ def lead_update(*, lead: Lead, data: dict, now: datetime, actor: Actor | None = 
         setattr(lead, name, data[name])
     if details and lead.enriched_at:
         lead.score = lead_score(lead)
-    if "tags" in data:
-        tags = list(dict.fromkeys(tag.strip().lower() for tag in data["tags"] if tag.strip()))
+    if "tags" in data or "add_tags" in data:
+        given = [*data.get("tags", lead.tags), *data.get("add_tags", ())]
+        tags = list(dict.fromkeys(tag.strip().lower() for tag in given if tag.strip()))
         added, removed = sorted(set(tags) - set(lead.tags)), sorted(set(lead.tags) - set(tags))
         lead.tags = tags
         if added or removed:
@@ -281,10 +287,7 @@ def lead_mark_replied(*, lead: Lead, now: datetime, actor: Actor | None = None) 
 
 def lead_tag_add(*, lead: Lead, tag: str, now: datetime | None = None, actor: Actor | None = None) -> Lead:
     """Tagging a lead do_not_contact stops its outreach at once, not at its next due time."""
-    now = now or timezone.now()
-    with transaction.atomic():
-        current = lead_locked(lead.pk)
-        return lead_update(lead=current, data={"tags": [*current.tags, tag]}, now=now, actor=actor)
+    return lead_update(lead=lead, data={"add_tags": [tag]}, now=now or timezone.now(), actor=actor)
 
 
 SEARCH_FIELDS = ("email", "first_name", "last_name", "company", "job_title", "industry")

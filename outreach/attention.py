@@ -17,7 +17,6 @@ from campaigns.models import Campaign
 from campaigns.services import Refused
 from leads.models import Lead, LeadEvent
 from leads.services import (
-    DUE_STATUSES,
     FINAL_STATUSES,
     NO_REPLY_STOP,
     Actor,
@@ -27,6 +26,7 @@ from leads.services import (
     lead_record_send,
 )
 from outreach.messages import campaign_steps
+from outreach.sending import next_step_delay
 from outreach.models import OutreachAttempt, Suppression
 
 Status = OutreachAttempt.Status
@@ -68,24 +68,25 @@ def attempt_resolve(*, attempt: OutreachAttempt, outcome: str, actor: Actor, now
         attempt.resolution, attempt.resolved_by, attempt.resolved_at = outcome, actor.user, now
         attempt.finished_at = attempt.finished_at or now
         stopped_by_it = lead.next_action_at is None and lead.attempt_count == attempt.step - 1
+        steps = campaign_steps(attempt.campaign)
         if outcome == OutreachAttempt.Resolution.SENT:
             attempt.status = Status.SENT
             if stopped_by_it:  # the send was never recorded on the lead: record it as of then
-                campaign, steps = attempt.campaign, campaign_steps(attempt.campaign)
-                last = min(campaign.max_attempts_per_lead, len(steps))
-                next_delay = steps[attempt.step].delay_days if attempt.step < last else None
                 lead.stopped_reason = ""
-                lead_record_send(lead=lead, campaign=campaign, now=attempt.created_at, next_delay_days=next_delay)
+                lead_record_send(lead=lead, campaign=attempt.campaign, now=attempt.created_at,
+                                 next_delay_days=next_step_delay(steps, attempt.campaign, attempt.step))
             note = f"step {attempt.step} resolved as sent"
         else:
             attempt.status = Status.NOT_SENT
-            suppressed = Suppression.objects.filter(email=lead.email).exists()
-            if stopped_by_it and lead.status in DUE_STATUSES and not lead.do_not_contact and not suppressed:
-                lead.next_action_at, lead.stopped_reason = now, ""
+        # Saved before the lead is looked at: a resolved send no longer holds the lead back.
+        attempt.save(update_fields=["status", "resolution", "resolved_by", "resolved_at", "finished_at"])
+        if outcome == OutreachAttempt.Resolution.NOT_SENT:
+            refusal = lead_resume_refusal(lead, now, steps) if stopped_by_it else "it was not stopped by this send"
+            if refusal is None:
+                _make_due(lead, steps, now)
                 note = f"step {attempt.step} resolved as not sent: the lead is due again"
             else:
-                note = f"step {attempt.step} resolved as not sent; the lead stays as it is ({lead.stopped_reason or lead.status})"
-        attempt.save(update_fields=["status", "resolution", "resolved_by", "resolved_at", "finished_at"])
+                note = f"step {attempt.step} resolved as not sent; the lead stays as it is ({refusal})"
         lead.updated_at = now
         lead.save()
         lead_event(lead=lead, kind=LeadEvent.Kind.RESOLVED, actor=actor, now=now, from_status=before,
@@ -96,8 +97,9 @@ def attempt_resolve(*, attempt: OutreachAttempt, outcome: str, actor: Actor, now
     return attempt
 
 
-def lead_resume_refusal(lead: Lead, now: datetime) -> str | None:
-    """Why a lead may not be resumed now, or None (for the buttons: shown only when it may)."""
+def lead_resume_refusal(lead: Lead, now: datetime, steps: list | None = None) -> str | None:
+    """Why a lead may not be resumed now, or None (for the buttons: shown only when it may).
+    `steps`: the campaign's steps, when the caller has them."""
     if lead.status in FINAL_STATUSES:
         return f"a {lead.status} lead is finished: it gets no more email"
     if lead.do_not_contact:
@@ -110,7 +112,7 @@ def lead_resume_refusal(lead: Lead, now: datetime) -> str | None:
     pending = lead.attempts.filter(status__in=OutreachAttempt.ATTENTION_STATUSES).order_by("step").first()
     if pending:
         return f"step {pending.step}'s send is {pending.status}: resolve it as sent or not sent first"
-    steps = campaign_steps(lead.campaign)
+    steps = steps if steps is not None else campaign_steps(lead.campaign)
     if lead.attempt_count >= min(lead.campaign.max_attempts_per_lead, len(steps)):
         return f"the lead has had all {lead.attempt_count} emails of the sequence"
     if lead.first_contacted_at and now - lead.first_contacted_at >= NO_REPLY_STOP:
@@ -127,16 +129,22 @@ def lead_resume(*, lead: Lead, actor: Actor, now: datetime) -> Lead:
     The next email is due no sooner than its step's delay after the last one."""
     with transaction.atomic():
         lead = lead_locked(lead.pk)
-        refusal = lead_resume_refusal(lead, now)
+        steps = campaign_steps(lead.campaign)
+        refusal = lead_resume_refusal(lead, now, steps)
         if refusal:
             raise Refused(refusal)
-        due = now
-        if lead.attempt_count and lead.last_contacted_at:
-            steps = campaign_steps(lead.campaign)
-            due = max(now, lead.last_contacted_at + followup_delay(steps[lead.attempt_count].delay_days, lead.score))
         was = lead.stopped_reason
-        lead.next_action_at, lead.stopped_reason, lead.updated_at = due, "", now
+        _make_due(lead, steps, now)
+        lead.updated_at = now
         lead.save(update_fields=["next_action_at", "stopped_reason", "updated_at"])
         lead_event(lead=lead, kind=LeadEvent.Kind.RESUMED, actor=actor, now=now, from_status=lead.status,
                    reason=f"was stopped: {was}" if was else "resumed")
     return lead
+
+
+def _make_due(lead: Lead, steps: list, now: datetime) -> None:
+    """Due again (unsaved), no sooner than its next step's delay after the last email."""
+    due = now
+    if lead.attempt_count and lead.last_contacted_at:
+        due = max(now, lead.last_contacted_at + followup_delay(steps[lead.attempt_count].delay_days, lead.score))
+    lead.next_action_at, lead.stopped_reason = due, ""

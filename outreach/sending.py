@@ -35,6 +35,7 @@ from leads.services import (
     Actor,
     lead_check_stop,
     lead_event,
+    lead_as_read,
     lead_locked,
     lead_qualifies,
     lead_record_send,
@@ -121,7 +122,7 @@ def attempt_release(*, attempt: OutreachAttempt, lead: Lead, now: datetime) -> b
         )
 
 
-def _next_delay(steps: list[MessageStep], campaign: Campaign, sent_count: int) -> int | None:
+def next_step_delay(steps: list[MessageStep], campaign: Campaign, sent_count: int) -> int | None:
     """Delay before the step after the `sent_count`-th, or None if that was the last one."""
     last = min(campaign.max_attempts_per_lead, len(steps))
     return steps[sent_count].delay_days if sent_count < last else None
@@ -148,11 +149,10 @@ def attempt_finish(
         before = lead.status
         if outcome.status == Status.SENT:
             lead_record_send(lead=lead, campaign=campaign, now=now,
-                             next_delay_days=_next_delay(steps, campaign, lead.attempt_count + 1))
+                             next_delay_days=next_step_delay(steps, campaign, lead.attempt_count + 1))
             kind, reason = LeadEvent.Kind.SENT, f"step {attempt.step}: {attempt.subject}"
         elif outcome.status == Status.FAILED:
             failures = OutreachAttempt.objects.filter(lead=lead, step=attempt.step, status=Status.FAILED).count()
-            _release_marker(lead, attempt.step)
             lead_record_send_failure(lead=lead, now=now, failures=failures, error=outcome.error,
                                      permanent=outcome.hard_bounce)
             kind, reason = LeadEvent.Kind.SEND_FAILED, f"step {attempt.step} not sent: {outcome.error}"
@@ -167,12 +167,6 @@ def attempt_finish(
     return lead
 
 
-def _release_marker(lead: Lead, step: int) -> None:
-    """A claimed lead whose send failed is due again as before the claim, unless it changed."""
-    if lead.next_action_at is None and lead.stopped_reason == sending_reason(step):
-        lead.stopped_reason = ""
-
-
 def attempt_record_unsendable(
     *, campaign: Campaign, lead: Lead, step: int, subject: str, body: str, error: str, now: datetime, actor: Actor
 ) -> OutreachAttempt | None:
@@ -180,8 +174,7 @@ def attempt_record_unsendable(
     quota), and the lead stopped, if it is still as it was read."""
     with transaction.atomic():
         stopped = lead_write_if_unchanged(
-            lead=lead, now=now,
-            expect={"status": lead.status, "next_action_at": lead.next_action_at, "attempt_count": lead.attempt_count},
+            lead=lead, now=now, expect=lead_as_read(lead),
             changes={"next_action_at": None, "stopped_reason": f"step {step} not sent: {error}"[:200]},
             event={"kind": LeadEvent.Kind.SEND_FAILED, "actor": actor, "from_status": lead.status,
                    "reason": f"step {step} not sent: {error}"},
@@ -194,19 +187,18 @@ def attempt_record_unsendable(
         )
 
 
-def _record_stop(lead: Lead, campaign: Campaign, reason: str, now: datetime, read: Lead, actor: Actor) -> bool:
+def _record_stop(lead: Lead, campaign: Campaign, reason: str, now: datetime, read: dict, actor: Actor) -> bool:
     """Save a stopped lead (stopped or LOST by lead_check_stop), unless it changed since it
-    was read (e.g. a reply came in).
+    was read (`read`, lead_as_read before the stop; e.g. a reply came in).
 
     A lead stopped for who it is (do_not_contact, suppressed), not for its silence, gets a
     skipped attempt so the history shows why it got no email.
     """
     with transaction.atomic():
         stopped = lead_write_if_unchanged(
-            lead=lead, now=now,
-            expect={"status": read.status, "next_action_at": read.next_action_at, "attempt_count": read.attempt_count},
+            lead=lead, now=now, expect=read,
             changes={"status": lead.status, "next_action_at": None, "stopped_reason": lead.stopped_reason},
-            event={"kind": LeadEvent.Kind.STOPPED, "actor": actor, "from_status": read.status,
+            event={"kind": LeadEvent.Kind.STOPPED, "actor": actor, "from_status": read["status"],
                    "to_status": lead.status, "reason": reason},
         )
         if not stopped:
@@ -214,7 +206,7 @@ def _record_stop(lead: Lead, campaign: Campaign, reason: str, now: datetime, rea
         attempt = None
         if lead.status != Lead.Status.LOST:
             attempt = OutreachAttempt.objects.create(
-                campaign=campaign, lead=lead, step=read.attempt_count + 1, status=Status.SKIPPED,
+                campaign=campaign, lead=lead, step=read["attempt_count"] + 1, status=Status.SKIPPED,
                 error=reason, created_at=now, finished_at=now,
             )
     if attempt:
@@ -393,8 +385,7 @@ class _Run:
     def one(self, lead: Lead) -> str:
         """Handle one due lead; return what happened to it."""
         result = self.result
-        read = Lead(pk=lead.pk, status=lead.status, next_action_at=lead.next_action_at,
-                    attempt_count=lead.attempt_count)
+        read = lead_as_read(lead)
         reason = lead_check_stop(
             lead=lead, campaign=self.campaign, now=self.now, suppressed=lead.email in self.suppressed,
             steps=len(self.steps),
@@ -451,8 +442,7 @@ class _Run:
         )
         if attempt == ALREADY_SENT:
             stopped = lead_write_if_unchanged(
-                lead=lead, now=now,
-                expect={"status": lead.status, "next_action_at": lead.next_action_at, "attempt_count": lead.attempt_count},
+                lead=lead, now=now, expect=lead_as_read(lead),
                 changes={"next_action_at": None,
                          "stopped_reason": f"step {step.position} was already sent or claimed: check its attempts"},
                 event={"kind": LeadEvent.Kind.STOPPED, "actor": self.actor, "from_status": lead.status,

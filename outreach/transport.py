@@ -229,47 +229,43 @@ def _smtp_deliver(smtp: smtplib.SMTP, message: PreparedMessage, *, limit: float)
     """One SMTP transaction, step by step, so a failure is known to be before or after the
     message was handed over."""
     handed_over = False
-    watchdog = _Watchdog(smtp, limit)
-    expired = watchdog.expired
-    watchdog.timer.start()
-    try:
-        if smtp.sock is not None:
-            smtp.sock.settimeout(limit)
-        smtp.ehlo_or_helo_if_needed()
-        watchdog.check()
-        code, text = smtp.mail(message.from_addr)
-        watchdog.check()
-        if code != 250:
-            _reset(smtp)
-            return SendOutcome(SENDER_REFUSED, _reply(code, text))
-        for recipient in message.recipients:
-            code, text = smtp.rcpt(recipient)
+    with _Watchdog(smtp, limit) as watchdog:
+        try:
+            if smtp.sock is not None:
+                smtp.sock.settimeout(limit)
+            smtp.ehlo_or_helo_if_needed()
             watchdog.check()
-            if code not in (250, 251):
+            code, text = smtp.mail(message.from_addr)
+            watchdog.check()
+            if code != 250:
                 _reset(smtp)
-                return SendOutcome("failed", f"recipient refused: {_reply(code, text)}", hard_bounce=code >= 500)
-        code, text = smtp.docmd("DATA")
-        watchdog.check()
-        if code != 354:
-            _reset(smtp)
-            return SendOutcome("failed", f"DATA refused: {_reply(code, text)}")
-        handed_over = True
-        smtp.send(_dot_stuffed(message.data))
-        code, text = smtp.getreply()
-        watchdog.check()
-        if code != 250:
-            # The server had the whole message and said no: it will not deliver it.
-            return SendOutcome("failed", f"message refused: {_reply(code, text)}")
-        return SendOutcome("sent")
-    except Exception as exc:  # disconnects, timeouts, garbage replies, our own errors
-        error = _describe(exc)
-        if expired.is_set():
-            error = f"no answer within the send limit of {limit:g} s ({error})"
-        if handed_over:
-            return SendOutcome("unknown", f"connection lost after the message was handed over: {error}")
-        return SendOutcome(RELEASED, f"not sent, connection lost before the message: {error}")
-    finally:
-        watchdog.timer.cancel()
+                return SendOutcome(SENDER_REFUSED, _reply(code, text))
+            for recipient in message.recipients:
+                code, text = smtp.rcpt(recipient)
+                watchdog.check()
+                if code not in (250, 251):
+                    _reset(smtp)
+                    return SendOutcome("failed", f"recipient refused: {_reply(code, text)}", hard_bounce=code >= 500)
+            code, text = smtp.docmd("DATA")
+            watchdog.check()
+            if code != 354:
+                _reset(smtp)
+                return SendOutcome("failed", f"DATA refused: {_reply(code, text)}")
+            handed_over = True
+            smtp.send(_dot_stuffed(message.data))
+            code, text = smtp.getreply()
+            watchdog.check()
+            if code != 250:
+                # The server had the whole message and said no: it will not deliver it.
+                return SendOutcome("failed", f"message refused: {_reply(code, text)}")
+            return SendOutcome("sent")
+        except Exception as exc:  # disconnects, timeouts, garbage replies, our own errors
+            error = _describe(exc)
+            if watchdog.expired.is_set():
+                error = f"no answer within the send limit of {limit:g} s ({error})"
+            if handed_over:
+                return SendOutcome("unknown", f"connection lost after the message was handed over: {error}")
+            return SendOutcome(RELEASED, f"not sent, connection lost before the message: {error}")
 
 
 def _reset(smtp: smtplib.SMTP) -> None:

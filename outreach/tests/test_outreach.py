@@ -12,6 +12,7 @@ from leads.services import (
     followup_delay,
     lead_check_stop,
     Actor,
+    lead_as_read,
     lead_mark_replied,
 )
 from leads.tests.factories import LeadFactory
@@ -376,7 +377,7 @@ def test_a_reply_recorded_while_the_cycle_runs_is_not_overwritten_by_lost(now):
     lead = LeadFactory(campaign=campaign, status=Status.CONTACTED, attempt_count=3, next_action_at=now,
                        first_contacted_at=now - timedelta(days=8))
     as_read_by_the_cycle = Lead.objects.get(pk=lead.pk)
-    read = Lead.objects.get(pk=lead.pk)
+    read = lead_as_read(Lead.objects.get(pk=lead.pk))
     lead_mark_replied(lead=Lead.objects.get(pk=lead.pk), now=now)  # staff, meanwhile
 
     reason = lead_check_stop(lead=as_read_by_the_cycle, campaign=campaign, now=now, suppressed=False, steps=3)
