@@ -38,6 +38,14 @@ class CanViewCampaigns(permissions.BasePermission):
         return bool(request.user and request.user.is_authenticated and request.user.has_perm("campaigns.view_campaign"))
 
 
+class ActionPermissions(ModelPermissions):
+    """For a POST that acts on an existing object (resume a lead, resolve a send): it changes
+    the object, so it needs view and change, not add."""
+
+    perms_map = {**ModelPermissions.perms_map,
+                 "POST": ["%(app_label)s.view_%(model_name)s", "%(app_label)s.change_%(model_name)s"]}
+
+
 def run_permissions(dry_run: bool) -> tuple[str, ...]:
     """A dry run discovers and enriches leads for real, so it needs to add leads; a live run
     sends email, so it needs to change the campaign."""

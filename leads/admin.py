@@ -4,9 +4,9 @@ from django.utils import timezone
 
 from cam_project.uploads import upload_refusal
 from campaigns.services import Refused
-from leads.models import TAG_DO_NOT_CONTACT, Lead, LeadEvent, LeadSource
+from leads.models import Lead, LeadEvent, LeadSource
 from leads.rows import LeadFileError, email_normalise
-from leads.services import ENRICHABLE_FIELDS, Actor, InvalidTransition, lead_tag_add, lead_update
+from leads.services import ENRICHABLE_FIELDS, Actor, InvalidTransition, lead_record_outcome, lead_update
 from leads.sources import lead_file_check, source_csv_save, source_file_path
 from outreach.attention import lead_resume
 
@@ -161,25 +161,25 @@ class LeadAdmin(admin.ModelAdmin):
                 self.message_user(request, f"{lead.email}: {exc}.", messages.WARNING)
         self.message_user(request, f"{changed} lead(s) {done}.", messages.SUCCESS if changed else messages.INFO)
 
+    def _outcome(self, request, queryset, outcome: str, done: str) -> None:
+        self._each(request, queryset, lambda lead, now, actor: lead_record_outcome(
+            lead=lead, outcome=outcome, now=now, actor=actor), done)
+
     @admin.action(permissions=["change"], description="Mark selected leads do-not-contact")
     def mark_do_not_contact(self, request, queryset):
-        self._each(request, queryset, lambda lead, now, actor: lead_tag_add(
-            lead=lead, tag=TAG_DO_NOT_CONTACT, now=now, actor=actor), "will get no more email")
+        self._outcome(request, queryset, "do_not_contact", "will get no more email")
 
     @admin.action(permissions=["change"], description="Record a reply (no more follow-ups)")
     def mark_replied(self, request, queryset):
-        self._each(request, queryset, lambda lead, now, actor: lead_update(
-            lead=lead, data={"status": Lead.Status.REPLIED}, now=now, actor=actor), "marked replied")
+        self._outcome(request, queryset, "replied", "marked replied")
 
     @admin.action(permissions=["change"], description="Mark interested (QUALIFIED)")
     def mark_qualified(self, request, queryset):
-        self._each(request, queryset, lambda lead, now, actor: lead_update(
-            lead=lead, data={"status": Lead.Status.QUALIFIED}, now=now, actor=actor), "marked qualified")
+        self._outcome(request, queryset, "qualified", "marked qualified")
 
     @admin.action(permissions=["change"], description="Mark not interested (LOST)")
     def mark_lost(self, request, queryset):
-        self._each(request, queryset, lambda lead, now, actor: lead_update(
-            lead=lead, data={"status": Lead.Status.LOST}, now=now, actor=actor), "marked lost")
+        self._outcome(request, queryset, "lost", "marked lost")
 
     @admin.action(permissions=["change"], description="Resume selected stopped leads")
     def resume_leads(self, request, queryset):

@@ -10,12 +10,12 @@ from drf_spectacular.utils import (
     extend_schema,
     inline_serializer,
 )
-from rest_framework import generics, permissions, serializers, status
+from rest_framework import generics, serializers, status
 from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 
-from cam_project.api import ErrorSerializer, JSONParser, Pagination, query_param, require_perm
+from cam_project.api import ActionPermissions, ErrorSerializer, JSONParser, Pagination, query_param
 from cam_project.uploads import UploadTooLarge, uploaded_file
 from cam_project.validators import no_control_characters
 from campaigns.models import Campaign
@@ -186,15 +186,12 @@ class LeadDetailView(generics.GenericAPIView):
 class LeadResumeView(generics.GenericAPIView):
     queryset = Lead.objects.all()
     serializer_class = LeadSerializer
-    # A POST that changes a lead: it needs change_lead (checked in post), not add.
-    permission_classes = [permissions.IsAuthenticated]
+    permission_classes = [ActionPermissions]
 
     @extend_schema(request=None, responses={200: LeadSerializer, 409: ErrorSerializer},
                    summary="Resume a stopped lead: it is due again (never sooner than its step's delay); "
                    "409 with the reason for suppressed, do-not-contact or finished leads, or an unresolved send")
     def post(self, request, pk):
-        require_perm(request, "leads.view_lead")
-        require_perm(request, "leads.change_lead")
         lead = lead_resume(lead=get_object_or_404(Lead, pk=pk), actor=Actor.staff(request.user), now=timezone.now())
         return Response(LeadSerializer(lead).data)
 

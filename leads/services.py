@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from campaigns.models import Campaign
 from leads.enrichment import ENRICHERS, EnricherSkipped, email_verify, lead_score
-from leads.models import Lead, LeadEvent
+from leads.models import TAG_DO_NOT_CONTACT, Lead, LeadEvent
 
 logger = logging.getLogger(__name__)
 
@@ -272,6 +272,23 @@ def lead_update(*, lead: Lead, data: dict, now: datetime, actor: Actor | None = 
     lead.updated_at = now
     lead.save()
     return lead
+
+
+# What staff record about a lead (console buttons, admin actions): the change each one makes.
+OUTCOMES = {
+    "replied": {"status": Status.REPLIED},
+    "qualified": {"status": Status.QUALIFIED},
+    "lost": {"status": Status.LOST},
+    "do_not_contact": {"add_tags": [TAG_DO_NOT_CONTACT]},
+}
+
+
+def lead_record_outcome(*, lead: Lead, outcome: str, now: datetime, actor: Actor) -> Lead:
+    """A reply, interested (QUALIFIED), not interested (LOST) or do-not-contact, recorded by
+    staff through lead_update (row lock, event)."""
+    if outcome not in OUTCOMES:
+        raise InvalidTransition(f"unknown outcome {outcome!r}: one of {', '.join(OUTCOMES)}")
+    return lead_update(lead=lead, data=OUTCOMES[outcome], now=now, actor=actor)
 
 
 def _mark_replied(lead: Lead, now: datetime) -> None:

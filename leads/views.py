@@ -16,9 +16,9 @@ from cam_project.validators import has_control_characters
 from campaigns.models import Campaign
 from campaigns.services import Refused
 from leads.importing import leads_import_upload
-from leads.models import TAG_DO_NOT_CONTACT, Lead, LeadSource
+from leads.models import Lead, LeadSource
 from leads.rows import LeadFileError
-from leads.services import Actor, InvalidTransition, lead_tag_add, lead_update, leads_search
+from leads.services import Actor, InvalidTransition, lead_record_outcome, leads_search
 from leads.sources import source_csv_save
 from outreach.attention import in_flight_window, lead_resume, lead_resume_refusal
 
@@ -48,16 +48,23 @@ def campaign_leads(request, pk):
     })
 
 
+def _upload_or_say_why(request, field: str, missing: str):
+    """The uploaded file, or None once the user is told why there is none (too large, none)."""
+    try:
+        upload = uploaded_file(request, field)
+    except UploadTooLarge as exc:
+        messages.error(request, str(exc))
+        return None
+    if not upload:
+        messages.error(request, missing)
+    return upload
+
+
 def _upload(request, campaign):
     if not request.user.has_perm("leads.add_lead"):
         raise PermissionDenied
-    try:
-        upload = uploaded_file(request, "file")
-    except UploadTooLarge as exc:
-        messages.error(request, str(exc))
-        return redirect("campaign-leads", pk=campaign.pk)
+    upload = _upload_or_say_why(request, "file", "Choose a CSV file to upload.")
     if not upload:
-        messages.error(request, "Choose a CSV file to upload.")
         return redirect("campaign-leads", pk=campaign.pk)
     try:
         report = leads_import_upload(campaign=campaign, file=upload, name=upload.name, now=timezone.now())
@@ -78,13 +85,8 @@ def _upload(request, campaign):
 def _add_source(request, campaign):
     if not request.user.has_perm("leads.add_leadsource"):
         raise PermissionDenied
-    try:
-        upload = uploaded_file(request, "source_file")
-    except UploadTooLarge as exc:
-        messages.error(request, str(exc))
-        return redirect("campaign-leads", pk=campaign.pk)
+    upload = _upload_or_say_why(request, "source_file", "Choose a CSV file to add as a lead source.")
     if not upload:
-        messages.error(request, "Choose a CSV file to add as a lead source.")
         return redirect("campaign-leads", pk=campaign.pk)
     name = " ".join(request.POST.get("name", "").split())[:SOURCE_NAME_MAX] or upload.name[:SOURCE_NAME_MAX]
     if has_control_characters(name):
@@ -101,12 +103,12 @@ def _add_source(request, campaign):
 
 # --- one lead: its details, emails and history, and what staff record about it --------------------
 
-LEAD_ACTIONS = {
-    # action: (what the service is given, what the operator is told)
-    "replied": ({"status": Lead.Status.REPLIED}, "Reply recorded: no more follow-ups."),
-    "qualified": ({"status": Lead.Status.QUALIFIED}, "Marked interested (qualified)."),
-    "lost": ({"status": Lead.Status.LOST}, "Marked not interested (lost)."),
-    "do_not_contact": (None, "Tagged do-not-contact: no more email."),
+# What each outcome button tells the operator once it is recorded.
+OUTCOME_SAID = {
+    "replied": "Reply recorded: no more follow-ups.",
+    "qualified": "Marked interested (qualified).",
+    "lost": "Marked not interested (lost).",
+    "do_not_contact": "Tagged do-not-contact: no more email.",
 }
 
 
@@ -137,15 +139,9 @@ def lead_action(request, pk):
         if action == "resume":
             lead_resume(lead=lead, actor=actor, now=now)
             messages.success(request, "Lead resumed: it is due for its next email.")
-        elif action in LEAD_ACTIONS:
-            data, said = LEAD_ACTIONS[action]
-            if data is None:
-                lead_tag_add(lead=lead, tag=TAG_DO_NOT_CONTACT, now=now, actor=actor)
-            else:
-                lead_update(lead=lead, data=data, now=now, actor=actor)
-            messages.success(request, said)
         else:
-            messages.error(request, "Unknown action: nothing was changed.")
+            lead_record_outcome(lead=lead, outcome=action, now=now, actor=actor)
+            messages.success(request, OUTCOME_SAID[action])
     except (Refused, InvalidTransition) as exc:
         messages.warning(request, f"Not done: {exc}.")
     return redirect("lead-detail", pk=pk)

@@ -4,11 +4,11 @@ suppression list."""
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import generics, permissions, serializers, status
+from rest_framework import generics, serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
-from cam_project.api import ErrorSerializer, Pagination, query_param, require_perm
+from cam_project.api import ActionPermissions, ErrorSerializer, Pagination, query_param
 from campaigns.models import Campaign
 from leads.rows import email_normalise, email_syntax_error
 from outreach.models import OutreachAttempt, Suppression
@@ -73,14 +73,11 @@ class AttemptResolveView(generics.GenericAPIView):
 
     queryset = OutreachAttempt.objects.all()
     serializer_class = ResolveSerializer
-    # A POST that changes an attempt: it needs change_outreachattempt (checked in post), not add.
-    permission_classes = [permissions.IsAuthenticated]
+    permission_classes = [ActionPermissions]
 
     @extend_schema(request=ResolveSerializer, responses={200: AttemptSerializer, 409: ErrorSerializer},
                    summary="Resolve a claimed or unknown send as sent or not sent (409 with the reason if refused)")
     def post(self, request, pk):
-        require_perm(request, "outreach.view_outreachattempt")
-        require_perm(request, "outreach.change_outreachattempt")
         attempt = get_object_or_404(OutreachAttempt, pk=pk)
         body = ResolveSerializer(data=request.data)
         body.is_valid(raise_exception=True)
