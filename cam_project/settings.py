@@ -86,6 +86,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "axes",
+    "django_q",
     "campaigns",
     "leads",
     "outreach",
@@ -249,6 +250,14 @@ CAM_CYCLE_BUDGET_SECONDS = envint("CAM_CYCLE_BUDGET_SECONDS", 600)
 # The most one send may take, from MAIL FROM to the server's last reply, whatever the server
 # does (a server trickling its answer a byte at a time is cut off here).
 CAM_SEND_TIMEOUT_SECONDS = envint("CAM_SEND_TIMEOUT_SECONDS", 60)
+# One cycle per campaign at a time (SPEC §7): a cycle holds its campaign's lease for this long and
+# renews it before each phase; a crashed holder's lease is taken over once it expires. Longer
+# than the budget plus a send's limit, so a live cycle never outlives the lease it renewed.
+CAM_CYCLE_LEASE_SECONDS = envint(
+    "CAM_CYCLE_LEASE_SECONDS", CAM_CYCLE_BUDGET_SECONDS + 2 * CAM_SEND_TIMEOUT_SECONDS + 60
+)
+# The scheduler (SPEC §7): every active campaign's cycle every CAM_CYCLE_MINUTES.
+CAM_CYCLE_MINUTES = envint("CAM_CYCLE_MINUTES", 15)
 # Lead files: a CSV lead source reads only files under this directory (uploads are saved there,
 # under the campaign's id); a relative path is relative to the project directory.
 CAM_IMPORT_DIR = BASE_DIR / env("CAM_IMPORT_DIR", str(VAR_DIR / "imports"))
@@ -260,6 +269,56 @@ FILE_UPLOAD_HANDLERS = [
     "django.core.files.uploadhandler.TemporaryFileUploadHandler",
 ]
 
+# django-q2 runs the schedules and background work (`python manage.py qcluster`, README
+# "Operations"). Its ORM broker keeps the queue in CAM's own database and delivers a task at
+# least once: a task not acknowledged within `retry` seconds (its worker was killed, its
+# machine lost) runs again. With REDIS_URL, Redis: a task lost with its worker waits for the
+# next schedule. What keeps a cycle single and a send at most once is the campaign's lease and
+# the claim in the database, never the queue.
+CAM_TASK_TIMEOUT_SECONDS = envint("CAM_TASK_TIMEOUT_SECONDS", CAM_CYCLE_LEASE_SECONDS + 60)
+Q_CLUSTER = {
+    "name": "cam",
+    # Two workers per machine by default: cycles spend their time waiting on SMTP and HTTP.
+    "workers": envint("CAM_WORKERS", 2),
+    # A worker running longer than this is killed. Above the lease, so a cycle is never killed
+    # while it may still be sending: its own budget ends it first.
+    "timeout": CAM_TASK_TIMEOUT_SECONDS,
+    # Redelivery of an unacknowledged task: must exceed `timeout`, or a slow task still running
+    # would be handed to a second worker (django-q2 warns about this too).
+    "retry": envint("CAM_TASK_RETRY_SECONDS", CAM_TASK_TIMEOUT_SECONDS + 60),
+    # A task that raised is tried at most this many times; ours catch their own errors, so this
+    # bounds only crashes (a killed worker is redelivered, not counted as a failure).
+    "max_attempts": 3,
+    # A schedule missed while no cluster ran fires once, not once per missed interval: a
+    # machine back after a night off must not start a burst of cycles.
+    "catch_up": False,
+    # Workers are replaced after this many tasks or past this resident size (KB): long-running
+    # processes holding a cycle's leftovers never grow without bound.
+    "recycle": 50,
+    "max_rss": envint("CAM_WORKER_MAX_RSS_MB", 300) * 1024,
+    # Keep the last successful tasks for the admin and cam_status; failures are all kept.
+    "save_limit": 200,
+    # How often the sentinel checks its workers (and every 60 checks runs the scheduler).
+    "guard_cycle": float(env("CAM_Q_GUARD_CYCLE", "0.5")),
+    "poll": float(env("CAM_Q_POLL", "0.5")),
+    "label": "Scheduler",
+    "time_zone": TIME_ZONE,
+}
+REDIS_URL = env("REDIS_URL")
+if REDIS_URL:
+    Q_CLUSTER["redis"] = REDIS_URL
+else:
+    Q_CLUSTER["orm"] = "default"
+# The clusters' heartbeats (cam_status, the admin's "Scheduler" pages) go to a cache every
+# process shares: a table in the database (made by a migration), or Redis.
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "cluster-stats": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+    if REDIS_URL
+    else {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "cam_cluster_stats"},
+}
+Q_CLUSTER["cache"] = "cluster-stats"
+
 CAM_LOG_LEVEL = env("CAM_LOG_LEVEL", "INFO").upper()
 LOGGING = {
     "version": 1,
@@ -268,7 +327,7 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "loggers": {
         app: {"handlers": ["console"], "level": CAM_LOG_LEVEL, "propagate": False}
-        for app in ("campaigns", "leads", "outreach")
+        for app in ("campaigns", "leads", "outreach", "django-q")
     }
     # Server errors with their tracebacks.
     | {"django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False}}

@@ -1,8 +1,8 @@
 from django.contrib import admin, messages
 from django.utils import timezone
 
-from campaigns.cycle import cycle_run
-from campaigns.models import Campaign, MessageStep
+from campaigns.runs import cycle_start
+from campaigns.models import Campaign, CycleRun, MessageStep
 from campaigns.services import Refused, campaign_pause, campaign_resume
 from leads.admin import LeadSourceForm, lead_source_form
 from leads.models import LeadSource
@@ -62,7 +62,7 @@ class CampaignAdmin(admin.ModelAdmin):
     @admin.action(permissions=["change"], description="Run a dry-run cycle (sends nothing)")
     def run_dry_cycle(self, request, queryset):
         for campaign in queryset:
-            result = cycle_run(campaign=campaign, now=timezone.now(), dry_run=True)
+            result = cycle_start(campaign=campaign, trigger=CycleRun.Trigger.ADMIN, dry_run=True, user=request.user)
             level = messages.WARNING if result.errors else messages.INFO
             self.message_user(
                 request,

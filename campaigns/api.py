@@ -10,8 +10,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from cam_project.api import require_perm, run_permissions
-from campaigns.cycle import cycle_run
-from campaigns.models import CHANNELS, Campaign
+from campaigns.runs import cycle_start
+from campaigns.models import CHANNELS, Campaign, CycleRun
 from campaigns.services import (
     EDITABLE_FIELDS,
     campaign_create,
@@ -218,4 +218,7 @@ class CampaignRunCycleView(APIView):
         dry_run = query.validated_data["dry_run"]
         for perm in reversed(run_permissions(dry_run)):
             require_perm(request, perm)
-        return Response(cycle_run(campaign=campaign, now=timezone.now(), dry_run=dry_run).as_dict())
+        result = cycle_start(campaign=campaign, trigger=CycleRun.Trigger.API, dry_run=dry_run, user=request.user)
+        # Another cycle of the campaign holds its lease: nothing was done (409, same result object).
+        code = status.HTTP_409_CONFLICT if result.already_running else status.HTTP_200_OK
+        return Response(result.as_dict(), status=code)

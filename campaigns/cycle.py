@@ -6,6 +6,7 @@ campaign that fails never stops the others. Nothing here raises for a campaign's
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
@@ -44,6 +45,9 @@ class CycleResult:
     previews: list[dict] = field(default_factory=list)
     outreach_unknown: int = 0
     stopped_phases: list[str] = field(default_factory=list)
+    # Set by campaigns.runs: the recorded run, or True when another cycle held the lease.
+    run_id: int | None = None
+    already_running: bool = False
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -57,13 +61,15 @@ def cycle_run(
     max_new_leads: int | None = None,
     max_enriched: int | None = None,
     budget_seconds: float | None = None,
+    keep_going: Callable[[], bool] | None = None,
 ) -> CycleResult:
     """One cycle of one campaign. A paused campaign is left alone.
 
     Dry run (the default) discovers and enriches for real but sends nothing and pauses nothing;
     it reports what it would send and whether the campaign would pause. The cycle stops
     starting work after CAM_CYCLE_BUDGET_SECONDS (or `budget_seconds`); what it did not reach
-    waits for the next cycle.
+    waits for the next cycle. `keep_going` is asked before each phase (campaigns.runs renews
+    the lease there); once it says no, the cycle stops where it is.
     """
     budget = budget_seconds if budget_seconds is not None else settings.CAM_CYCLE_BUDGET_SECONDS
     deadline = time.monotonic() + budget
@@ -75,9 +81,19 @@ def cycle_run(
         result.notes.append("campaign is paused: nothing done")
         return result
 
+    lease_lost = False
+
     def phase(name, run, *, timed=True):
+        nonlocal lease_lost
         if timed and time.monotonic() >= deadline:
             result.notes.append(f"cycle budget of {budget:g} s used up before {name}: it waits for the next cycle")
+            return None
+        if lease_lost or (keep_going is not None and not keep_going()):
+            if not lease_lost:
+                result.errors.append(f"{name}: the campaign's lease expired and another cycle took it over; "
+                                     "this one stopped (raise CAM_CYCLE_LEASE_SECONDS)")
+                result.stopped_phases.append(name)
+            lease_lost = True
             return None
         try:
             return run()
@@ -138,18 +154,3 @@ def _check_targets(campaign: Campaign, now: datetime, dry_run: bool, result: Cyc
         result.campaign_paused = True
         result.pause_reason = reason
     return None
-
-
-def cycle_run_all(*, now: datetime, dry_run: bool = True) -> list[CycleResult]:
-    """A cycle for every active campaign; one campaign's failure is its result's error."""
-    results = []
-    for campaign in Campaign.objects.filter(active=True).order_by("id"):
-        try:
-            results.append(cycle_run(campaign=campaign, now=now, dry_run=dry_run))
-        except Exception as exc:
-            logger.exception("cycle failed for campaign %s", campaign.pk)
-            failed = CycleResult(campaign_id=campaign.pk, campaign_name=campaign.name, dry_run=dry_run)
-            failed.errors.append(f"cycle: {type(exc).__name__}: {exc}")
-            failed.stopped_phases.append("cycle")
-            results.append(failed)
-    return results

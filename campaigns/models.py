@@ -66,6 +66,16 @@ class Campaign(models.Model):
     max_attempts_per_lead = models.PositiveSmallIntegerField(
         default=3, validators=[MinValueValidator(1), MaxValueValidator(20)]
     )
+    live = models.BooleanField(
+        default=False,
+        help_text="Scheduled cycles send real email only for live campaigns; the others run dry.",
+    )
+    live_since = models.DateTimeField(null=True, blank=True)
+    postal_address = models.TextField(
+        blank=True, max_length=500,
+        help_text="The sender's postal address for the footer of every email; CAM_POSTAL_ADDRESS when blank. "
+                  "A campaign goes live only with one.",
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -123,3 +133,56 @@ class MessageStep(models.Model):
                 errors[field] = f"Template error: {exc}"
         if errors:
             raise ValidationError(errors)
+
+
+class CycleLease(models.Model):
+    """Who runs the campaign's cycle now (SPEC §7): one holder at a time across processes and
+    machines. Taken by a conditional update (campaigns.runs), never by reading then writing."""
+
+    campaign = models.OneToOneField(Campaign, on_delete=models.CASCADE, primary_key=True, related_name="lease")
+    holder = models.CharField(max_length=200, blank=True, help_text="host:pid:id of the cycle running; empty when free.")
+    taken_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="After this, another cycle may take the lease over.")
+
+    def __str__(self) -> str:
+        return f"{self.campaign_id}: {self.holder or 'free'}"
+
+
+class CycleRun(models.Model):
+    """One cycle of a campaign, as it ran: who started it, dry or live, and its result."""
+
+    class Trigger(models.TextChoices):
+        SCHEDULE = "schedule"
+        COMMAND = "command"
+        API = "api"
+        CONSOLE = "console"
+        ADMIN = "admin"
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="runs")
+    trigger = models.CharField(max_length=10, choices=Trigger.choices)
+    dry_run = models.BooleanField()
+    holder = models.CharField(max_length=200, help_text="The lease holder that ran it.")
+    requested_by = models.ForeignKey(
+        "auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="Who asked for it from the API or the console.",
+    )
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True, help_text="Empty while it runs, or if it was killed.")
+    sent = models.PositiveIntegerField(default=0, help_text="Sent, or in a dry run what would be sent.")
+    failed = models.PositiveIntegerField(default=0)
+    unknown = models.PositiveIntegerField(default=0)
+    error_count = models.PositiveIntegerField(default=0)
+    result = models.JSONField(null=True, blank=True, help_text="The cycle's result object (previews without bodies).")
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        indexes = [models.Index(fields=["campaign", "-started_at"], name="cycle_run_campaign_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.campaign_id} · {self.trigger} · {self.started_at:%Y-%m-%d %H:%M}"
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()

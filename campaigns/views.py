@@ -13,8 +13,8 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from cam_project.api import run_permissions
-from campaigns.cycle import cycle_run
-from campaigns.models import CHANNELS, Campaign
+from campaigns.models import CHANNELS, Campaign, CycleRun
+from campaigns.runs import cycle_start
 from campaigns.services import (
     EDITABLE_FIELDS,
     Refused,
@@ -173,7 +173,7 @@ def campaign_run(request, pk):
     if not dry_run and request.POST.get("confirmed") != "yes":
         messages.error(request, "Live run not confirmed: nothing was sent.")
         return redirect("campaign-detail", pk=pk)
-    result = cycle_run(campaign=campaign, now=timezone.now(), dry_run=dry_run).as_dict()
+    result = cycle_start(campaign=campaign, trigger=CycleRun.Trigger.CONSOLE, dry_run=dry_run, user=request.user).as_dict()
     request.session[f"cycle_result_{pk}"] = result
     level, text = run_summary(result)
     getattr(messages, level)(request, text)
@@ -191,6 +191,8 @@ def run_summary(result: dict) -> tuple[str, str]:
         head = f"LIVE: {sent} email{plural} sent"
     else:
         head = "Live run: no email sent"
+    if result.get("already_running"):
+        return "warning", "Already running: another cycle of this campaign is under way; nothing was done."
     why = result["errors"][:1] or result["notes"][:1]
     if result["campaign_paused"]:
         why = [f"campaign paused: {result['pause_reason']}"]

@@ -8,8 +8,9 @@ import pytest
 from django.conf import settings
 from django.core.management import CommandError, call_command
 
-from campaigns import cycle
-from campaigns.cycle import cycle_run, cycle_run_all
+from campaigns import cycle, runs
+from campaigns.cycle import cycle_run
+from campaigns.runs import cycle_start_all
 from campaigns.models import Campaign
 from campaigns.tests.factories import CampaignFactory, MessageStepFactory
 from leads.models import Lead, LeadSource
@@ -93,15 +94,15 @@ def test_one_campaign_failing_never_stops_the_others(monkeypatch, smtp_server, n
     LeadFactory(campaign=healthy, next_action_at=now, score=0.5)
     CampaignFactory(name="paused", active=False)
 
-    real_cycle_run = cycle.cycle_run
+    real_cycle_run = runs.cycle_run
 
     def cycle_run_raising_for_one(*, campaign, **kwargs):
         if campaign.name == "exploding":
             raise RuntimeError("database went away")
         return real_cycle_run(campaign=campaign, **kwargs)
 
-    monkeypatch.setattr(cycle, "cycle_run", cycle_run_raising_for_one)
-    results = {r.campaign_name: r for r in cycle_run_all(now=now, dry_run=False)}
+    monkeypatch.setattr(runs, "cycle_run", cycle_run_raising_for_one)
+    results = {r.campaign_name: r for r in cycle_start_all(trigger="command", dry_run=False, now=now)}
 
     assert set(results) == {"broken", "exploding", "healthy"}
     assert "step 1 cannot be rendered" in results["broken"].errors[0]

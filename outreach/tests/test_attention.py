@@ -16,7 +16,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from cam_project.testing import superuser, token_client, user_with_perms
-from campaigns.models import Campaign
+from campaigns.models import Campaign, CycleLease
 from campaigns.tests.factories import CampaignFactory, MessageStepFactory
 from leads.models import TAG_DO_NOT_CONTACT, Lead, LeadEvent
 from leads.services import followup_delay
@@ -162,7 +162,11 @@ def test_a_send_interrupted_by_a_killed_process_is_flagged_with_its_reason_and_r
     api = token_client(superuser())
     listed = api.get(f"/api/cam/campaigns/{campaign.pk}/attempts?status=claimed,unknown").json()["results"]
     assert [row["id"] for row in listed] == [attempt.pk]
-    # Never retried by the engine, even much later.
+    # The killed cycle still holds the campaign's lease: another cycle is refused until it expires.
+    refused = api.post(f"/api/cam/campaigns/{campaign.pk}/run-cycle?dry_run=false")
+    assert refused.status_code == 409 and refused.json()["already_running"] is True
+    CycleLease.objects.filter(pk=campaign.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    # Taken over, and never retried by the engine, even much later.
     assert live_cycle(api, campaign)["outreach_sent"] == 0
     # Once it cannot be in progress any more, staff resolve it.
     OutreachAttempt.objects.filter(pk=attempt.pk).update(created_at=timezone.now() - in_flight_window())

@@ -1,7 +1,12 @@
 """Run CAM cycles from cron or by hand: `run_cam_cycle --campaign-id N | --all [--no-dry-run] [--json]`.
 
-Exit status: 0 when every phase ran; 1 when the campaign was not found; 3 when a mail server or
-database problem stopped a phase (the result says which and why), so cron and schedulers notice.
+Each cycle takes its campaign's lease (campaigns.runs) and is recorded in its run history; a
+campaign whose cycle is already running elsewhere (the scheduler, another command) is left to
+it: its result says "already running".
+
+Exit status: 0 when every phase ran (or the campaign's cycle was already running); 1 when the
+campaign was not found; 3 when a mail server or database problem stopped a phase (the result
+says which and why), so cron and schedulers notice.
 """
 
 import argparse
@@ -10,9 +15,10 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from campaigns.cycle import CycleResult, cycle_run, cycle_run_all
 from cam_project.validators import printable
-from campaigns.models import Campaign
+from campaigns.cycle import CycleResult
+from campaigns.models import Campaign, CycleRun
+from campaigns.runs import cycle_start, cycle_start_all
 
 EXIT_PHASE_STOPPED = 3
 
@@ -47,12 +53,12 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         now, dry_run, run_all = timezone.now(), options["dry_run"], options["all"]
         if run_all:
-            results = cycle_run_all(now=now, dry_run=dry_run)
+            results = cycle_start_all(trigger=CycleRun.Trigger.COMMAND, dry_run=dry_run, now=now)
         else:
             campaign = Campaign.objects.filter(pk=options["campaign_id"]).first()
             if campaign is None:
                 raise CommandError(f"campaign {options['campaign_id']} not found")
-            results = [cycle_run(campaign=campaign, now=now, dry_run=dry_run)]
+            results = [cycle_start(campaign=campaign, trigger=CycleRun.Trigger.COMMAND, dry_run=dry_run, now=now)]
         if options["json"]:
             payload = [r.as_dict() for r in results] if run_all else results[0].as_dict()
             self.stdout.write(json.dumps(payload, indent=2, default=str))

@@ -1,0 +1,147 @@
+"""Running a campaign's cycle for real (SPEC §7): one at a time per campaign, recorded.
+
+Every caller (the scheduler, `run_cam_cycle`, the API, the console) goes through cycle_start():
+it takes the campaign's lease, records a CycleRun, runs the cycle and releases the lease. A
+second caller while the lease is held gets a result marked `already_running` at once.
+
+The lease is a row per campaign taken by one conditional UPDATE, and its times are the
+database's clock, so machines whose clocks differ still agree on when it expires. A holder
+renews it before each phase; one that was killed leaves it to expire (CAM_CYCLE_LEASE_SECONDS),
+after which the next cycle takes it over. Sends stay at most once even past that: the claim in
+the database (outreach.sending) is what guards each send, the lease only keeps cycles single.
+"""
+
+import logging
+import os
+import socket
+import uuid
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db.models import Q
+from django.db.models.functions import Now
+from django.utils import timezone
+
+from campaigns.cycle import CycleResult, cycle_run
+from campaigns.models import Campaign, CycleLease, CycleRun
+
+logger = logging.getLogger(__name__)
+Trigger = CycleRun.Trigger
+# Preview bodies stay out of the history: a run keeps who would get which step.
+_KEPT_PREVIEWS = 20
+
+
+def lease_holder_name() -> str:
+    """Unique per cycle, and says where it runs: host:pid:random."""
+    return f"{socket.gethostname()[:120]}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
+def _expiry():
+    return Now() + timedelta(seconds=settings.CAM_CYCLE_LEASE_SECONDS)
+
+
+def lease_take(*, campaign_id: int, holder: str) -> bool:
+    """Take the campaign's lease if it is free or expired; False when someone else holds it."""
+    CycleLease.objects.bulk_create([CycleLease(campaign_id=campaign_id)], ignore_conflicts=True)
+    taken = (
+        CycleLease.objects.filter(campaign_id=campaign_id)
+        .filter(Q(holder="") | Q(expires_at__isnull=True) | Q(expires_at__lt=Now()))
+        .update(holder=holder, taken_at=Now(), expires_at=_expiry())
+    )
+    return taken == 1
+
+
+def lease_renew(*, campaign_id: int, holder: str) -> bool:
+    """Push the expiry on while `holder` still holds the lease; False once another took it over."""
+    return CycleLease.objects.filter(campaign_id=campaign_id, holder=holder).update(expires_at=_expiry()) == 1
+
+
+def lease_release(*, campaign_id: int, holder: str) -> None:
+    """Free the lease if `holder` still has it (one taken over is the new holder's)."""
+    CycleLease.objects.filter(campaign_id=campaign_id, holder=holder).update(holder="", expires_at=None)
+
+
+def cycle_start(
+    *,
+    campaign: Campaign,
+    trigger: str,
+    dry_run: bool | None,
+    user=None,
+    now: datetime | None = None,
+    **limits,
+) -> CycleResult:
+    """Run the campaign's cycle under its lease and record it. `dry_run=None` follows the
+    campaign's live switch (scheduled cycles), read once the lease is held."""
+    holder = lease_holder_name()
+    if not lease_take(campaign_id=campaign.pk, holder=holder):
+        return _already_running(campaign, dry_run)
+    try:
+        campaign.refresh_from_db()  # paused, or switched off live, while this one waited
+        if dry_run is None:
+            dry_run = not campaign.live
+        started = timezone.now()
+        run = CycleRun.objects.create(
+            campaign=campaign, trigger=trigger, dry_run=dry_run, holder=holder, started_at=started,
+            requested_by=user if user is not None and user.is_authenticated else None,
+        )
+        try:
+            result = cycle_run(
+                campaign=campaign, now=now or started, dry_run=dry_run,
+                keep_going=lambda: lease_renew(campaign_id=campaign.pk, holder=holder), **limits,
+            )
+        except Exception as exc:  # cycle_run reports its phases' errors; this is a bug, kept in the run
+            logger.exception("cycle failed for campaign %s", campaign.pk)
+            result = CycleResult(campaign_id=campaign.pk, campaign_name=campaign.name, dry_run=dry_run)
+            result.errors.append(f"cycle: {type(exc).__name__}: {exc}")
+            result.stopped_phases.append("cycle")
+        result.run_id = run.pk
+        _run_finish(run, result)
+        return result
+    finally:
+        lease_release(campaign_id=campaign.pk, holder=holder)
+
+
+def _already_running(campaign: Campaign, dry_run: bool | None) -> CycleResult:
+    result = CycleResult(campaign_id=campaign.pk, campaign_name=campaign.name,
+                         dry_run=not campaign.live if dry_run is None else dry_run)
+    result.already_running = True
+    lease = CycleLease.objects.filter(campaign_id=campaign.pk).first()
+    where = f" (held by {lease.holder} until {lease.expires_at:%Y-%m-%d %H:%M:%S %Z})" if lease and lease.holder else ""
+    result.notes.append(f"already running: another cycle of this campaign holds its lease{where}; nothing done")
+    return result
+
+
+def _run_finish(run: CycleRun, result: CycleResult) -> None:
+    kept = result.as_dict()
+    kept["previews"] = [{k: v for k, v in p.items() if k != "body"} for p in result.previews[:_KEPT_PREVIEWS]]
+    CycleRun.objects.filter(pk=run.pk).update(
+        finished_at=timezone.now(), sent=result.outreach_sent, failed=result.outreach_failed,
+        unknown=result.outreach_unknown, error_count=len(result.errors), result=kept,
+    )
+
+
+def cycle_start_all(*, trigger: str, dry_run: bool | None, now: datetime | None = None) -> list[CycleResult]:
+    """A cycle for every active campaign, one after another; one campaign's failure is its
+    result's error."""
+    results = []
+    for campaign in Campaign.objects.filter(active=True).order_by("id"):
+        results.append(cycle_start(campaign=campaign, trigger=trigger, dry_run=dry_run, now=now))
+    return results
+
+
+def lease_state(lease: CycleLease | None, now: datetime) -> str:
+    """"free", or who holds it and until when ("expired" once another may take it over)."""
+    if lease is None or not lease.holder:
+        return "free"
+    if lease.expires_at and lease.expires_at < now:
+        return f"expired (was {lease.holder})"
+    return f"held by {lease.holder} until {timezone.localtime(lease.expires_at):%H:%M:%S}"
+
+
+def run_state(run: CycleRun, lease: CycleLease | None, now: datetime) -> str:
+    """finished, running, or interrupted (never finished and its lease is gone or expired)."""
+    if run.finished_at is not None:
+        return "finished"
+    if lease and lease.holder == run.holder and lease.expires_at and lease.expires_at >= now:
+        return "running"
+    return "interrupted"

@@ -1,0 +1,126 @@
+"""The campaign's lease and run history (SPEC §7), in one process; tests/test_scheduler.py runs
+them across processes and qcluster workers."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from campaigns import runs
+from campaigns.models import CycleLease, CycleRun
+from campaigns.runs import cycle_start, lease_release, lease_renew, lease_take
+from campaigns.tests.factories import CampaignFactory, MessageStepFactory
+from leads.tests.factories import LeadFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def test_a_held_lease_refuses_a_second_holder_until_it_expires_then_passes_to_it():
+    campaign = CampaignFactory()
+
+    assert lease_take(campaign_id=campaign.pk, holder="a")
+    assert not lease_take(campaign_id=campaign.pk, holder="b")
+    assert lease_renew(campaign_id=campaign.pk, holder="a")
+
+    CycleLease.objects.filter(pk=campaign.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    assert lease_take(campaign_id=campaign.pk, holder="b")
+    # The first holder, back from a pause, has lost it: it can neither renew nor free it.
+    assert not lease_renew(campaign_id=campaign.pk, holder="a")
+    lease_release(campaign_id=campaign.pk, holder="a")
+    assert CycleLease.objects.get(pk=campaign.pk).holder == "b"
+
+    lease_release(campaign_id=campaign.pk, holder="b")
+    assert lease_take(campaign_id=campaign.pk, holder="c")
+
+
+def test_the_lease_expires_after_the_configured_time_on_the_database_clock(settings):
+    campaign = CampaignFactory()
+    settings.CAM_CYCLE_LEASE_SECONDS = 120
+    before = timezone.now()
+
+    lease_take(campaign_id=campaign.pk, holder="a")
+
+    lease = CycleLease.objects.get(pk=campaign.pk)
+    assert timedelta(seconds=110) < lease.expires_at - before < timedelta(seconds=130)
+    assert abs(lease.taken_at - before) < timedelta(seconds=10)
+
+
+def test_leases_are_per_campaign():
+    one, two = CampaignFactory(), CampaignFactory()
+    assert lease_take(campaign_id=one.pk, holder="a")
+    assert lease_take(campaign_id=two.pk, holder="b")
+
+
+def test_a_cycle_is_recorded_with_its_trigger_result_and_times(smtp_server, now, django_user_model):
+    campaign = CampaignFactory(live=False)
+    MessageStepFactory(campaign=campaign, position=1)
+    LeadFactory.create_batch(2, campaign=campaign, next_action_at=now)
+    user = django_user_model.objects.create_user("ops")
+
+    result = cycle_start(campaign=campaign, trigger="api", dry_run=None, user=user)
+
+    run = CycleRun.objects.get()
+    assert result.run_id == run.pk and result.dry_run is True  # not live: a dry run
+    assert (run.trigger, run.dry_run, run.requested_by, run.sent, run.error_count) == ("api", True, user, 2, 0)
+    assert run.finished_at >= run.started_at
+    assert run.result["outreach_sent"] == 2
+    assert all("body" not in p and p["subject"] for p in run.result["previews"])
+    assert CycleLease.objects.get(pk=campaign.pk).holder == ""  # released
+    assert smtp_server.messages == []
+
+
+def test_a_scheduled_cycle_sends_for_real_only_for_a_live_campaign(smtp_server, now):
+    live, dry = CampaignFactory(live=True), CampaignFactory(live=False)
+    for campaign in (live, dry):
+        MessageStepFactory(campaign=campaign, position=1)
+        LeadFactory(campaign=campaign, next_action_at=now)
+
+    assert cycle_start(campaign=live, trigger="schedule", dry_run=None).dry_run is False
+    assert cycle_start(campaign=dry, trigger="schedule", dry_run=None).dry_run is True
+
+    assert smtp_server.recipients() == [live.leads.get().email]
+
+
+def test_a_second_caller_returns_at_once_with_already_running_and_records_nothing(smtp_server, now):
+    campaign = CampaignFactory()
+    LeadFactory(campaign=campaign, next_action_at=now)
+    lease_take(campaign_id=campaign.pk, holder="elsewhere:1:abc")
+
+    result = cycle_start(campaign=campaign, trigger="command", dry_run=False)
+
+    assert result.already_running and result.run_id is None
+    assert "already running" in result.notes[0] and "elsewhere:1:abc" in result.notes[0]
+    assert not CycleRun.objects.exists() and smtp_server.messages == []
+    assert CycleLease.objects.get(pk=campaign.pk).holder == "elsewhere:1:abc"  # not freed by the refused caller
+
+
+def test_a_cycle_whose_lease_was_taken_over_stops_before_its_next_phase(monkeypatch, smtp_server, now):
+    campaign = CampaignFactory()
+    MessageStepFactory(campaign=campaign, position=1)
+    LeadFactory(campaign=campaign, next_action_at=now)
+    real_renew = runs.lease_renew
+    calls = []
+
+    def renew_then_lose(**kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # before enrichment another machine took the expired lease over
+            CycleLease.objects.filter(pk=campaign.pk).update(holder="other:2:def")
+        return real_renew(**kwargs)
+
+    monkeypatch.setattr(runs, "lease_renew", renew_then_lose)
+    result = cycle_start(campaign=campaign, trigger="schedule", dry_run=False)
+
+    assert result.stopped_phases == ["enrich"] and "lease expired" in result.errors[0]
+    assert smtp_server.messages == []  # outreach never started
+    assert CycleLease.objects.get(pk=campaign.pk).holder == "other:2:def"
+    assert CycleRun.objects.get().error_count == 1
+
+
+def test_a_run_that_never_finished_reads_as_running_then_interrupted(now):
+    campaign = CampaignFactory()
+    lease_take(campaign_id=campaign.pk, holder="h:1:x")
+    run = CycleRun.objects.create(campaign=campaign, trigger="schedule", dry_run=True, holder="h:1:x",
+                                  started_at=timezone.now())
+    lease = CycleLease.objects.get(pk=campaign.pk)
+    assert runs.run_state(run, lease, timezone.now()) == "running"
+    assert runs.run_state(run, lease, lease.expires_at + timedelta(seconds=1)) == "interrupted"
