@@ -256,6 +256,8 @@ CAM_SEND_TIMEOUT_SECONDS = envint("CAM_SEND_TIMEOUT_SECONDS", 60)
 CAM_CYCLE_LEASE_SECONDS = envint(
     "CAM_CYCLE_LEASE_SECONDS", CAM_CYCLE_BUDGET_SECONDS + 2 * CAM_SEND_TIMEOUT_SECONDS + 60
 )
+# The sender's postal address for campaigns without their own: a campaign goes live only with one.
+CAM_POSTAL_ADDRESS = env("CAM_POSTAL_ADDRESS")
 # The scheduler (SPEC §7): every active campaign's cycle every CAM_CYCLE_MINUTES.
 CAM_CYCLE_MINUTES = envint("CAM_CYCLE_MINUTES", 15)
 # Lead files: a CSV lead source reads only files under this directory (uploads are saved there,

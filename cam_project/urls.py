@@ -20,6 +20,7 @@ api = [
     path("campaigns/<id:pk>/pause", campaigns_api.CampaignPauseView.as_view(), name="api-campaign-pause"),
     path("campaigns/<id:pk>/resume", campaigns_api.CampaignResumeView.as_view(), name="api-campaign-resume"),
     path("campaigns/<id:pk>/run-cycle", campaigns_api.CampaignRunCycleView.as_view(), name="api-campaign-run-cycle"),
+    path("campaigns/<id:pk>/runs", campaigns_api.CampaignRunsView.as_view(), name="api-campaign-runs"),
     path("campaigns/<id:pk>/leads", leads_api.CampaignLeadsView.as_view(), name="api-campaign-leads"),
     path("campaigns/<id:pk>/attempts", outreach_api.CampaignAttemptsView.as_view(), name="api-campaign-attempts"),
     path("leads/<id:pk>", leads_api.LeadDetailView.as_view(), name="api-lead"),

@@ -4,16 +4,17 @@ from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
-from rest_framework import permissions, serializers, status
+from rest_framework import generics, permissions, serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from cam_project.api import require_perm, run_permissions
-from campaigns.runs import cycle_start
-from campaigns.models import CHANNELS, Campaign, CycleRun
+from cam_project.api import Pagination, require_perm, run_permissions
+from campaigns.runs import cycle_start, lease_state, run_state
+from campaigns.models import CHANNELS, Campaign, CycleLease, CycleRun
 from campaigns.services import (
     EDITABLE_FIELDS,
+    Refused,
     campaign_create,
     campaign_metrics,
     campaign_pause,
@@ -34,7 +35,7 @@ class CampaignListSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Campaign
-        fields = ["id", "name", "active", "target_niche", "service_key", "target_clients", "current_leads",
+        fields = ["id", "name", "active", "live", "target_niche", "service_key", "target_clients", "current_leads",
                   "qualified_leads", "conversion_rate", "goal_progress"]
         read_only_fields = fields
 
@@ -47,6 +48,8 @@ class CampaignWriteSerializer(serializers.ModelSerializer):
     class Meta:
         model = Campaign
         fields = list(EDITABLE_FIELDS)
+        extra_kwargs = {"live": {"help_text": "Scheduled cycles send real email (true) or run dry (false). "
+                                              "Refused (400) without a postal address."}}
 
     def validate_channels_enabled(self, channels):
         return list(dict.fromkeys(channels))
@@ -75,6 +78,25 @@ class TodayOutreachSerializer(serializers.Serializer):
     not_sent = serializers.IntegerField(help_text="Claimed or unknown sends staff resolved as not sent.")
 
 
+class CycleRunSerializer(serializers.ModelSerializer):
+    duration_seconds = serializers.FloatField(allow_null=True, help_text="Null while it runs or if it was killed.")
+    state = serializers.SerializerMethodField(help_text="finished, running, or interrupted (killed before the end).")
+    requested_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
+
+    class Meta:
+        model = CycleRun
+        fields = ["id", "campaign", "trigger", "dry_run", "state", "started_at", "finished_at", "duration_seconds",
+                  "sent", "failed", "unknown", "error_count", "requested_by", "holder", "result"]
+        read_only_fields = fields
+
+    @extend_schema_field(serializers.ChoiceField(choices=["finished", "running", "interrupted"]))
+    def get_state(self, run) -> str:
+        leases = self.context.setdefault("leases", {})
+        if run.campaign_id not in leases:
+            leases[run.campaign_id] = CycleLease.objects.filter(pk=run.campaign_id).first()
+        return run_state(run, leases[run.campaign_id], self.context.get("now") or timezone.now())
+
+
 class CampaignDetailSerializer(serializers.ModelSerializer):
     channels_enabled = serializers.ListField(child=serializers.ChoiceField(choices=CHANNELS), read_only=True)
     sender_email = serializers.CharField(read_only=True, help_text="From address; empty means DEFAULT_FROM_EMAIL.")
@@ -82,14 +104,24 @@ class CampaignDetailSerializer(serializers.ModelSerializer):
     today_outreach = serializers.SerializerMethodField()
     needs_attention = serializers.SerializerMethodField(
         help_text="Sends left claimed or unknown, any day: list them with attempts?status=claimed,unknown.")
+    last_run = serializers.SerializerMethodField(help_text="The latest cycle, as in runs; null before the first.")
+    lease = serializers.SerializerMethodField(help_text="Who runs the campaign's cycle now: \"free\" or the holder.")
 
     class Meta:
         model = Campaign
-        fields = ["id", "name", "active", "description", "target_niche", "service_key", "target_clients",
-                  "target_mrr", "channels_enabled", "max_emails_per_day", "created_at", "paused_at", "pause_reason",
-                  "sender_name", "sender_email", "qualification_threshold", "max_attempts_per_lead",
-                  "metrics", "today_outreach", "needs_attention"]
+        fields = ["id", "name", "active", "live", "live_since", "description", "target_niche", "service_key",
+                  "target_clients", "target_mrr", "channels_enabled", "max_emails_per_day", "created_at", "paused_at",
+                  "pause_reason", "sender_name", "sender_email", "postal_address", "qualification_threshold",
+                  "max_attempts_per_lead", "metrics", "today_outreach", "needs_attention", "last_run", "lease"]
         read_only_fields = fields
+
+    @extend_schema_field(CycleRunSerializer(allow_null=True))
+    def get_last_run(self, campaign) -> dict | None:
+        run = campaign.runs.order_by("-started_at", "-id").first()
+        return CycleRunSerializer(run, context={"now": timezone.now()}).data if run else None
+
+    def get_lease(self, campaign) -> str:
+        return lease_state(CycleLease.objects.filter(pk=campaign.pk).first(), timezone.now())
 
     def get_needs_attention(self, campaign) -> int:
         return attempts_needing_attention(campaign=campaign).count()
@@ -127,7 +159,10 @@ class CampaignListView(APIView):
     def post(self, request):
         serializer = CampaignWriteSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        campaign = campaign_create(data=serializer.validated_data, now=timezone.now())
+        try:
+            campaign = campaign_create(data=serializer.validated_data, now=timezone.now())
+        except Refused as exc:
+            raise ValidationError({"live": [str(exc)]}) from None
         return _action_response(campaign, "Campaign created successfully", status.HTTP_201_CREATED)
 
 
@@ -143,7 +178,10 @@ class CampaignDetailView(APIView):
         campaign = get_object_or_404(Campaign, pk=pk)
         serializer = CampaignWriteSerializer(campaign, data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
-        campaign_update(campaign=campaign, data=serializer.validated_data)
+        try:
+            campaign = campaign_update(campaign=campaign, data=serializer.validated_data, now=timezone.now())
+        except Refused as exc:
+            raise ValidationError({"live": [str(exc)]}) from None
         return Response(CampaignDetailSerializer(campaign).data)
 
 
@@ -189,6 +227,10 @@ class CycleResultSerializer(serializers.Serializer):
     notes = serializers.ListField(child=serializers.CharField())
     leads_lost = serializers.IntegerField()
     previews = serializers.ListField(child=serializers.DictField(), help_text="Dry run: who would get which step, with its subject and body.")
+    outreach_unknown = serializers.IntegerField()
+    stopped_phases = serializers.ListField(child=serializers.CharField())
+    run_id = serializers.IntegerField(allow_null=True, help_text="The run recorded (GET …/runs); null when already running.")
+    already_running = serializers.BooleanField(help_text="Another cycle of the campaign holds its lease: nothing was done (409).")
 
 
 class RunCycleQuery(serializers.Serializer):
@@ -204,7 +246,7 @@ class CampaignRunCycleView(APIView):
         parameters=[OpenApiParameter("dry_run", OpenApiTypes.BOOL, default=True,
                                      description="true needs leads.add_lead (a dry run discovers leads); false sends real email and "
                                                  "needs campaigns.change_campaign")],
-        responses=CycleResultSerializer,
+        responses={200: CycleResultSerializer, 409: CycleResultSerializer},
         summary="Run one cycle of the campaign now (dry run unless dry_run=false)",
     )
     def post(self, request, pk):
@@ -222,3 +264,22 @@ class CampaignRunCycleView(APIView):
         # Another cycle of the campaign holds its lease: nothing was done (409, same result object).
         code = status.HTTP_409_CONFLICT if result.already_running else status.HTTP_200_OK
         return Response(result.as_dict(), status=code)
+
+
+class CampaignRunsView(generics.ListAPIView):
+    """The campaign's cycles, newest first (SPEC §7)."""
+
+    serializer_class = CycleRunSerializer
+    pagination_class = Pagination
+    queryset = CycleRun.objects.all()  # ModelPermissions: reading runs needs campaigns.view_cyclerun
+
+    def get_queryset(self):
+        campaign = get_object_or_404(Campaign, pk=self.kwargs["pk"])
+        return campaign.runs.select_related("requested_by").order_by("-started_at", "-id")
+
+    def get_serializer_context(self):
+        return {**super().get_serializer_context(), "now": timezone.now()}
+
+    @extend_schema(summary="The campaign's cycle runs, newest first (paginated)")
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)

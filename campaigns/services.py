@@ -1,14 +1,17 @@
 """Campaign services: pause and resume, metrics, and the targets that auto-pause a campaign."""
 
+import logging
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, Q
 
 from campaigns.models import Campaign
 from leads.models import Lead
 
+logger = logging.getLogger(__name__)
 Status = Lead.Status
 # Auto-pause for a high lost rate only once this many leads were contacted.
 LOST_RATE_MIN_CONTACTED = 10
@@ -24,25 +27,55 @@ class Refused(Exception):
     suppressed lead, resolve a send still in progress); the message says why and what to do."""
 
 
-# Fields staff may set when creating or editing a campaign (the API and the console).
+# Fields staff may set when creating or editing a campaign (the API and the console). `live`
+# makes scheduled cycles send real email (SPEC §7): it needs change_campaign, which editing does.
 EDITABLE_FIELDS = (
     "name", "description", "target_niche", "service_key", "target_clients", "target_mrr", "channels_enabled",
     "max_emails_per_day", "sender_name", "sender_email", "qualification_threshold", "max_attempts_per_lead",
+    "postal_address", "live",
 )
 
 
+def postal_address(campaign: Campaign) -> str:
+    """The address the campaign's emails carry: its own, else CAM_POSTAL_ADDRESS."""
+    return (campaign.postal_address or settings.CAM_POSTAL_ADDRESS).strip()
+
+
+def _live_refusal(campaign: Campaign) -> str | None:
+    """Why the campaign, as it would be saved, may not be live; None when it may (SPEC §7, §8)."""
+    if campaign.live and not postal_address(campaign):
+        return ("a live campaign needs a postal address for the footer of its emails (the law asks for one): "
+                "set the campaign's postal_address or CAM_POSTAL_ADDRESS")
+    return None
+
+
 def campaign_create(*, data: dict, now: datetime) -> Campaign:
-    """A new, active campaign from validated `data` (EDITABLE_FIELDS)."""
+    """A new, active campaign from validated `data` (EDITABLE_FIELDS); Refused when it asks to
+    be live and may not."""
     campaign = Campaign(**{name: data[name] for name in EDITABLE_FIELDS if name in data}, created_at=now)
+    if reason := _live_refusal(campaign):
+        raise Refused(reason)
+    campaign.live_since = now if campaign.live else None
     campaign.save()
     return campaign
 
 
-def campaign_update(*, campaign: Campaign, data: dict) -> Campaign:
-    """Apply validated changes; pausing and resuming have their own services."""
-    changed = [name for name in EDITABLE_FIELDS if name in data]
+@transaction.atomic
+def campaign_update(*, campaign: Campaign, data: dict, now: datetime) -> Campaign:
+    """Apply validated changes to the campaign as it is now (row locked: two edits at once
+    cannot together make it live without an address), all or none: Refused when it would be
+    live without the means to send lawfully. Pausing and resuming have their own services."""
+    campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
+    changed = [name for name in EDITABLE_FIELDS if name in data and getattr(campaign, name) != data[name]]
+    was_live = campaign.live
     for name in changed:
         setattr(campaign, name, data[name])
+    if reason := _live_refusal(campaign):
+        raise Refused(reason)
+    if campaign.live != was_live:
+        campaign.live_since = now if campaign.live else None
+        changed.append("live_since")
+        logger.info("campaign %s is now %s", campaign.pk, "LIVE" if campaign.live else "dry (not live)")
     if changed:
         campaign.save(update_fields=changed)
     return campaign

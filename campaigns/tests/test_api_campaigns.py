@@ -31,7 +31,7 @@ from outreach.tests.factories import OutreachAttemptFactory
 
 pytestmark = pytest.mark.django_db
 
-LIST_KEYS = {"id", "name", "active", "target_niche", "service_key", "target_clients", "current_leads",
+LIST_KEYS = {"id", "name", "active", "live", "target_niche", "service_key", "target_clients", "current_leads",
              "qualified_leads", "conversion_rate", "goal_progress"}
 DETAIL_KEYS = {"id", "name", "active", "description", "target_niche", "service_key", "target_clients", "target_mrr",
                "channels_enabled", "max_emails_per_day", "created_at", "metrics", "today_outreach"}
@@ -246,7 +246,7 @@ def test_the_list_gives_each_campaigns_progress_from_its_leads(api):
     assert isinstance(items, list) and [item["id"] for item in items] == [busy.pk, idle.pk, odd.pk]
     assert all(set(item) == LIST_KEYS for item in items)
     assert items[0] == {
-        "id": busy.pk, "name": "Busy", "active": True, "target_niche": "Dentists", "service_key": "seo",
+        "id": busy.pk, "name": "Busy", "active": True, "live": False, "target_niche": "Dentists", "service_key": "seo",
         "target_clients": 4, "current_leads": 10, "qualified_leads": 2, "conversion_rate": 0.2, "goal_progress": 0.5,
     }
     assert (items[1]["active"], items[1]["current_leads"], items[1]["qualified_leads"]) == (False, 0, 0)
