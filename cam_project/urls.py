@@ -36,6 +36,7 @@ urlpatterns = [
     path("campaigns/new", console.campaign_new, name="campaign-new"),
     path("campaigns/<id:pk>", console.campaign_detail, name="campaign-detail"),
     path("campaigns/<id:pk>/run", console.campaign_run, name="campaign-run"),
+    path("campaigns/<id:pk>/live", console.campaign_live_view, name="campaign-live"),
     path("campaigns/<id:pk>/pause", console.campaign_pause_view, name="campaign-pause"),
     path("campaigns/<id:pk>/resume", console.campaign_resume_view, name="campaign-resume"),
     path("campaigns/<id:pk>/leads", leads_console.campaign_leads, name="campaign-leads"),

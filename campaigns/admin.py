@@ -1,9 +1,10 @@
+from django import forms
 from django.contrib import admin, messages
 from django.utils import timezone
 
-from campaigns.runs import cycle_start
-from campaigns.models import Campaign, CycleRun, MessageStep
-from campaigns.services import Refused, campaign_pause, campaign_resume
+from campaigns.models import Campaign, CycleLease, CycleRun, MessageStep
+from campaigns.runs import cycle_start, lease_state
+from campaigns.services import Refused, campaign_pause, campaign_resume, campaign_update, live_refusal
 from leads.admin import LeadSourceForm, lead_source_form
 from leads.models import LeadSource
 
@@ -26,13 +27,23 @@ class LeadSourceInline(admin.TabularInline):
         return super().get_formset(request, obj, **kwargs)
 
 
+class CampaignAdminForm(forms.ModelForm):
+    def clean(self):
+        cleaned = super().clean()
+        candidate = Campaign(live=cleaned.get("live", False), postal_address=cleaned.get("postal_address", ""))
+        if reason := live_refusal(candidate):
+            self.add_error("live", reason)
+        return cleaned
+
+
 @admin.register(Campaign)
 class CampaignAdmin(admin.ModelAdmin):
-    list_display = ("name", "active", "target_niche", "target_clients", "max_emails_per_day", "created_at", "pause_reason")
-    list_filter = ("active", "service_key")
+    form = CampaignAdminForm
+    list_display = ("name", "active", "live", "target_niche", "target_clients", "max_emails_per_day", "created_at", "pause_reason")
+    list_filter = ("active", "live", "service_key")
     search_fields = ("name", "description", "target_niche", "service_key")
     # Pausing and resuming go through the actions (services), which keep the reason straight.
-    readonly_fields = ("active", "paused_at", "pause_reason", "resumed_at")
+    readonly_fields = ("active", "paused_at", "pause_reason", "resumed_at", "live_since", "lease")
     inlines = [MessageStepInline, LeadSourceInline]
     actions = ["pause_campaigns", "resume_campaigns", "run_dry_cycle"]
     fieldsets = (
@@ -40,7 +51,28 @@ class CampaignAdmin(admin.ModelAdmin):
         ("Target", {"fields": ("target_niche", "service_key", "target_clients", "target_mrr")}),
         ("Outreach", {"fields": ("channels_enabled", "max_emails_per_day", "max_attempts_per_lead",
                                  "qualification_threshold", "sender_name", "sender_email")}),
+        ("Scheduled sending", {"fields": ("live", "live_since", "postal_address", "lease"),
+                               "description": "Live: scheduled cycles send real email. Off: they run dry."}),
     )
+
+    @admin.display(description="Lease")
+    def lease(self, campaign):
+        return lease_state(CycleLease.objects.filter(pk=campaign.pk).first(), timezone.now())
+
+    def save_model(self, request, obj, form, change):
+        """The live switch goes through campaign_update (its check, its row lock, live_since)."""
+        if not (change and "live" in form.changed_data):
+            if obj.live and not change:
+                obj.live_since = timezone.now()
+            return super().save_model(request, obj, form, change)
+        live, obj.live = obj.live, not obj.live
+        super().save_model(request, obj, form, change)
+        try:
+            updated = campaign_update(campaign=obj, data={"live": live}, now=timezone.now())
+        except Refused as exc:  # changed by someone else since the form was checked
+            self.message_user(request, f"Not switched live: {exc}.", messages.ERROR)
+        else:
+            obj.live, obj.live_since = updated.live, updated.live_since
 
     @admin.action(permissions=["change"], description="Pause selected campaigns")
     def pause_campaigns(self, request, queryset):
@@ -71,3 +103,35 @@ class CampaignAdmin(admin.ModelAdmin):
                 + (f"; errors: {'; '.join(result.errors)}" if result.errors else ""),
                 level,
             )
+
+
+@admin.register(CycleRun)
+class CycleRunAdmin(admin.ModelAdmin):
+    """The run history: written by cycles only."""
+
+    list_display = ("started_at", "campaign", "trigger", "dry_run", "finished_at", "sent", "failed", "unknown",
+                    "error_count", "requested_by")
+    list_filter = ("trigger", "dry_run")
+    search_fields = ("campaign__name", "holder")
+    list_select_related = ("campaign", "requested_by")
+    date_hierarchy = "started_at"
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(CycleLease)
+class CycleLeaseAdmin(admin.ModelAdmin):
+    """Who runs each campaign's cycle now. Read only: a stuck lease expires by itself."""
+
+    list_display = ("campaign", "holder", "taken_at", "expires_at")
+    list_select_related = ("campaign",)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

@@ -41,7 +41,7 @@ def postal_address(campaign: Campaign) -> str:
     return (campaign.postal_address or settings.CAM_POSTAL_ADDRESS).strip()
 
 
-def _live_refusal(campaign: Campaign) -> str | None:
+def live_refusal(campaign: Campaign) -> str | None:
     """Why the campaign, as it would be saved, may not be live; None when it may (SPEC §7, §8)."""
     if campaign.live and not postal_address(campaign):
         return ("a live campaign needs a postal address for the footer of its emails (the law asks for one): "
@@ -53,7 +53,7 @@ def campaign_create(*, data: dict, now: datetime) -> Campaign:
     """A new, active campaign from validated `data` (EDITABLE_FIELDS); Refused when it asks to
     be live and may not."""
     campaign = Campaign(**{name: data[name] for name in EDITABLE_FIELDS if name in data}, created_at=now)
-    if reason := _live_refusal(campaign):
+    if reason := live_refusal(campaign):
         raise Refused(reason)
     campaign.live_since = now if campaign.live else None
     campaign.save()
@@ -70,7 +70,7 @@ def campaign_update(*, campaign: Campaign, data: dict, now: datetime) -> Campaig
     was_live = campaign.live
     for name in changed:
         setattr(campaign, name, data[name])
-    if reason := _live_refusal(campaign):
+    if reason := live_refusal(campaign):
         raise Refused(reason)
     if campaign.live != was_live:
         campaign.live_since = now if campaign.live else None

@@ -8,13 +8,14 @@ from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
+from django.db.models import OuterRef, Subquery
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from cam_project.api import run_permissions
-from campaigns.models import CHANNELS, Campaign, CycleRun
-from campaigns.runs import cycle_start
+from campaigns.models import CHANNELS, Campaign, CycleLease, CycleRun
+from campaigns.runs import cycle_start, lease_state, run_state
 from campaigns.services import (
     EDITABLE_FIELDS,
     Refused,
@@ -22,7 +23,9 @@ from campaigns.services import (
     campaign_metrics,
     campaign_pause,
     campaign_resume,
+    campaign_update,
     campaigns_with_metrics,
+    postal_address,
 )
 from leads.models import Lead
 from outreach.models import OutreachAttempt
@@ -50,10 +53,22 @@ def _progress(metrics) -> float:
     return min(round(100 * metrics.goal_progress, 1), 100)
 
 
+RECENT_RUNS = 10
+
+
+def _with_last_run(campaigns):
+    """Each campaign with its latest run's start, what it sent and whether it was dry."""
+    latest = CycleRun.objects.filter(campaign=OuterRef("pk")).order_by("-started_at", "-id")
+    return campaigns.annotate(**{
+        f"last_run_{field}": Subquery(latest.values(field)[:1])
+        for field in ("started_at", "finished_at", "sent", "dry_run", "error_count")
+    })
+
+
 @login_required
 @permission_required("campaigns.view_campaign", raise_exception=True)
 def dashboard(request):
-    campaigns = campaigns_with_metrics(Campaign.objects.order_by("-active", "-created_at"))
+    campaigns = campaigns_with_metrics(_with_last_run(Campaign.objects.order_by("-active", "-created_at")))
     for campaign in campaigns:
         campaign.progress = _progress(campaign.metrics)
     totals = {
@@ -87,6 +102,10 @@ def campaign_detail(request, pk):
         day["failed_y"] = round(day["sent_y"] - day["failed_h"], 1)
     attempts = OutreachAttempt.objects.filter(campaign=campaign).select_related("lead").order_by("-created_at", "-id")[:15]
     attention = list(attempts_needing_attention(campaign=campaign)[:ATTENTION_SHOWN])
+    lease = CycleLease.objects.filter(pk=campaign.pk).first()
+    runs = list(campaign.runs.select_related("requested_by").order_by("-started_at", "-id")[:RECENT_RUNS])
+    for run in runs:
+        run.state = run_state(run, lease, now)
     return render(request, "console/campaign_detail.html", {
         "campaign": campaign,
         "metrics": metrics,
@@ -100,6 +119,10 @@ def campaign_detail(request, pk):
         "attention_total": len(attention) if len(attention) < ATTENTION_SHOWN
         else attempts_needing_attention(campaign=campaign).count(),
         "resolvable_after": now - in_flight_window(),
+        "runs": runs,
+        "lease": lease_state(lease, now),
+        "postal_address": postal_address(campaign),
+        "live_form": LiveForm(initial={"postal_address": campaign.postal_address}),
         "result": request.session.pop(f"cycle_result_{campaign.pk}", None),
     })
 
@@ -114,8 +137,9 @@ class CampaignForm(forms.ModelForm):
 
     class Meta:
         model = Campaign
-        fields = list(EDITABLE_FIELDS)
-        widgets = {"description": forms.Textarea(attrs={"rows": 3})}
+        # Going live is done on the campaign's page, where it is confirmed.
+        fields = [name for name in EDITABLE_FIELDS if name != "live"]
+        widgets = {"description": forms.Textarea(attrs={"rows": 3}), "postal_address": forms.Textarea(attrs={"rows": 2})}
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, label_suffix="", **kwargs)
@@ -126,10 +150,46 @@ class CampaignForm(forms.ModelForm):
 def campaign_new(request):
     form = CampaignForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        campaign = campaign_create(data=form.cleaned_data, now=timezone.now())
+        campaign = campaign_create(data=form.cleaned_data, now=timezone.now())  # never live: see the Meta
         messages.success(request, f"Campaign “{campaign.name}” created. Add leads to get it going.")
         return redirect("campaign-detail", pk=campaign.pk)
     return render(request, "console/campaign_form.html", {"form": form})
+
+
+class LiveForm(forms.Form):
+    live = forms.BooleanField(required=False)
+    postal_address = forms.CharField(required=False, max_length=500, widget=forms.Textarea(attrs={"rows": 2}))
+    confirmed = forms.BooleanField(required=False)
+
+
+@require_POST
+@login_required
+@permission_required("campaigns.change_campaign", raise_exception=True)
+def campaign_live_view(request, pk):
+    """Switch scheduled sending on (confirmed on the page, with where the mail goes) or off."""
+    campaign = get_object_or_404(Campaign, pk=pk)
+    form = LiveForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Nothing changed: " + "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items()))
+        return redirect("campaign-detail", pk=pk)
+    live = form.cleaned_data["live"]
+    if live and not form.cleaned_data["confirmed"]:
+        messages.error(request, "Not live: tick the confirmation first. Nothing changed.")
+        return redirect("campaign-detail", pk=pk)
+    data = {"live": live}
+    if live and "postal_address" in request.POST:
+        data["postal_address"] = form.cleaned_data["postal_address"].strip()
+    try:
+        campaign = campaign_update(campaign=campaign, data=data, now=timezone.now())
+    except Refused as exc:
+        messages.error(request, f"Not live: {exc}.")
+        return redirect("campaign-detail", pk=pk)
+    if campaign.live:
+        messages.success(request, f"LIVE: scheduled cycles now send real email, up to {campaign.max_emails_per_day} "
+                                  f"a day, through {mail_mode()}.")
+    else:
+        messages.success(request, "Scheduled cycles of this campaign now run dry: they send nothing.")
+    return redirect("campaign-detail", pk=pk)
 
 
 @require_POST
