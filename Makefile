@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 MANAGE := $(PY) manage.py
 
-.PHONY: demo test serve migrate bench clean
+.PHONY: demo test serve worker status migrate bench clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,7 @@ $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
 
 migrate: $(VENV)/.installed
 	$(MANAGE) migrate --noinput -v 0
+	$(MANAGE) sync_schedules -v 0
 
 demo: migrate
 	$(MANAGE) cam_demo
@@ -38,6 +39,14 @@ PORT = 8000
 
 serve: migrate
 	$(MANAGE) runserver 127.0.0.1:$(PORT)
+
+# The scheduler's workers (README, "Operations"): cycles every CAM_CYCLE_MINUTES, background
+# imports. Stop with Ctrl-C. `CAM_CYCLE_MINUTES=2 make worker` to watch the demo run often.
+worker: migrate
+	$(MANAGE) qcluster
+
+status: migrate
+	$(MANAGE) cam_status
 
 clean:
 	rm -rf var .pytest_cache

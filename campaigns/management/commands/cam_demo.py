@@ -26,3 +26,5 @@ class Command(BaseCommand):
             )
         else:
             self.stdout.write("\nNo demo login on a DATABASE_URL database: use `manage.py createsuperuser`.")
+        self.stdout.write("Scheduler: `make worker` runs a dry cycle of the demo every CAM_CYCLE_MINUTES (15) "
+                          "without cron; `make status` shows how it is doing.")

@@ -51,6 +51,8 @@ class Command(BaseCommand):
                     changes.append(f"deleted  {name}")
                     if not dry_run:
                         schedule.delete()
+        if options["verbosity"] < 1:
+            return
         for line in changes:
             self.stdout.write(("would be " if dry_run else "") + line)
         self.stdout.write(f"{len(wanted)} schedule(s) declared, {len(changes)} change(s){' (dry run)' if dry_run else ''}.")
