@@ -124,3 +124,21 @@ def test_a_run_that_never_finished_reads_as_running_then_interrupted(now):
     lease = CycleLease.objects.get(pk=campaign.pk)
     assert runs.run_state(run, lease, timezone.now()) == "running"
     assert runs.run_state(run, lease, lease.expires_at + timedelta(seconds=1)) == "interrupted"
+
+
+def test_run_cam_cycle_follow_live_sends_only_for_live_campaigns(smtp_server, now):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    live, dry = CampaignFactory(name="Live one", live=True), CampaignFactory(name="Dry one")
+    for campaign in (live, dry):
+        MessageStepFactory(campaign=campaign, position=1)
+        LeadFactory(campaign=campaign, next_action_at=now)
+    out = StringIO()
+
+    call_command("run_cam_cycle", "--all", "--follow-live", stdout=out)
+
+    assert smtp_server.recipients() == [live.leads.get().email]
+    assert "LIVE campaigns: 1 email sent; the others ran dry" in out.getvalue()
+    assert dict(CycleRun.objects.values_list("campaign__name", "dry_run")) == {"Live one": False, "Dry one": True}

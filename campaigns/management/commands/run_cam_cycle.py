@@ -48,10 +48,17 @@ class Command(BaseCommand):
             help="Render and count what would be sent without sending (default). "
                  "--no-dry-run sends real email.",
         )
+        parser.add_argument(
+            "--follow-live", action="store_true",
+            help="What the scheduler does: send for real for live campaigns, dry runs for the others "
+                 "(instead of --dry-run / --no-dry-run for all).",
+        )
         parser.add_argument("--json", action="store_true", help="Print the result(s) as JSON.")
 
     def handle(self, *args, **options):
         now, dry_run, run_all = timezone.now(), options["dry_run"], options["all"]
+        if options["follow_live"]:
+            dry_run = None  # each campaign's live switch decides
         if run_all:
             results = cycle_start_all(trigger=CycleRun.Trigger.COMMAND, dry_run=dry_run, now=now)
         else:
@@ -72,8 +79,13 @@ class Command(BaseCommand):
             raise SystemExit(EXIT_PHASE_STOPPED)
 
     def _print_table(self, results: list[CycleResult], dry_run: bool) -> None:
-        total = sum(r.outreach_sent for r in results)
-        if dry_run:
+        total = sum(r.outreach_sent for r in results if not r.dry_run)
+        if dry_run is None:
+            live = [r for r in results if not r.dry_run]
+            mode = f"LIVE campaigns: {total} email{'s' if total != 1 else ''} sent; the others ran dry"
+            if not live:
+                mode = "No live campaign: every cycle ran dry and sent nothing"
+        elif dry_run:
             mode = "DRY RUN: nothing was sent; 'sent' counts what would be sent"
         elif total:
             mode = f"LIVE: {total} email{'s' if total != 1 else ''} sent"
@@ -95,7 +107,7 @@ class Command(BaseCommand):
             details = [f"paused: {printable(r.pause_reason)}"] if r.campaign_paused else []
             details += [f"note: {printable(n)}" for n in r.notes]
             details += [self.style.ERROR(f"error: {printable(e)}") for e in r.errors]
-            if dry_run and r.previews:
+            if r.dry_run and r.previews:
                 details.append("would send:")
                 details += [printable(f"  step {p['step']} to {p['email']}: {p['subject']}") for p in r.previews[:10]]
                 if len(r.previews) > 10:
