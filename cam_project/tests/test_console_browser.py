@@ -126,12 +126,29 @@ def test_an_operator_runs_a_campaign_from_the_console(page, live_server):
 
     # Pause and resume.
     page.get_by_role("button", name="Pause").click()
-    expect(page.locator("h1 .badge")).to_have_text("Paused")
+    expect(page.locator("h1 .badge").first).to_have_text("Paused")
     expect(page.locator(".messages")).to_contain_text("Campaign paused")
     assert not Campaign.objects.get().active
     page.get_by_role("button", name="Resume").click()
-    expect(page.locator("h1 .badge")).to_have_text("Active")
+    expect(page.locator("h1 .badge").first).to_have_text("Active")
     assert Campaign.objects.get().active
+
+    # Both runs are in the history; going live asks for the postal address and a confirmation
+    # that names where the mail would go.
+    expect(page.locator("#runs tbody tr")).to_have_count(2)
+    live_form = page.locator("#live-form")
+    expect(live_form).to_contain_text("through files in var/mail")
+    live_form.get_by_label("Postal address for the email footer").fill("Agency Ltd, 1 Main Street, Berlin")
+    page.get_by_role("button", name="Go live").click()  # the confirmation box is required: nothing is sent
+    assert not Campaign.objects.get().live
+    page.get_by_label("I confirm: scheduled cycles will send real email").check()
+    page.get_by_role("button", name="Go live").click()
+    expect(page.locator("h1 .badge.live")).to_have_text("LIVE")
+    expect(page.locator(".messages")).to_contain_text("scheduled cycles now send real email")
+    assert Campaign.objects.get().live
+    shot(page, "06b-detail-live")
+    page.get_by_role("button", name="Stop live sending (run dry)").click()
+    expect(page.locator("h1 .badge.dry")).to_have_text("Dry")
 
     page.goto("/")
     expect(page.locator("[data-stat=leads]")).to_have_text("50")
