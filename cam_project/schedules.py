@@ -24,4 +24,5 @@ class Declared:
 def declared() -> list[Declared]:
     return [
         Declared(PREFIX + "campaign cycles", "campaigns.tasks.campaign_cycles_fan_out", settings.CAM_CYCLE_MINUTES),
+        Declared(PREFIX + "prune run history", "campaigns.tasks.runs_prune", 24 * 60),
     ]

@@ -260,6 +260,8 @@ CAM_CYCLE_LEASE_SECONDS = envint(
 CAM_POSTAL_ADDRESS = env("CAM_POSTAL_ADDRESS")
 # The scheduler (SPEC §7): every active campaign's cycle every CAM_CYCLE_MINUTES.
 CAM_CYCLE_MINUTES = envint("CAM_CYCLE_MINUTES", 15)
+# Finished runs older than this are deleted once a day (the "cam: prune run history" schedule).
+CAM_RUN_HISTORY_DAYS = envint("CAM_RUN_HISTORY_DAYS", 90)
 # Lead files: a CSV lead source reads only files under this directory (uploads are saved there,
 # under the campaign's id); a relative path is relative to the project directory.
 CAM_IMPORT_DIR = BASE_DIR / env("CAM_IMPORT_DIR", str(VAR_DIR / "imports"))
