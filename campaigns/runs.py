@@ -76,7 +76,12 @@ def cycle_start(
     if not lease_take(campaign_id=campaign.pk, holder=holder):
         return _already_running(campaign, dry_run)
     try:
-        campaign.refresh_from_db()  # paused, or switched off live, while this one waited
+        try:
+            campaign.refresh_from_db()  # paused, or switched off live, while this one waited
+        except Campaign.DoesNotExist:
+            result = CycleResult(campaign_id=campaign.pk, campaign_name=campaign.name, dry_run=dry_run is not False)
+            result.notes.append("campaign deleted: nothing done")
+            return result
         if dry_run is None:
             dry_run = not campaign.live
         started = timezone.now()
