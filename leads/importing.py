@@ -2,7 +2,7 @@
 discovery from a campaign's lead sources, and import of CSV files and uploads."""
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -32,6 +32,8 @@ class ImportReport:
     cut_rows: list[RowProblem] = field(default_factory=list)
     # False when the insertion stopped at its limit before the last row.
     complete: bool = True
+    # Rows (good or bad) read so far; for progress, not part of the report.
+    rows_read: int = 0
 
     def as_dict(self) -> dict:
         return {
@@ -52,31 +54,40 @@ def leads_insert(
     now: datetime,
     source: LeadSource | None = None,
     limit: int | None = None,
+    progress: Callable[[ImportReport], None] | None = None,
 ) -> ImportReport:
     """Insert new leads in batches, deduplicated against the campaign and the suppression list.
 
     A new lead is NEW and due at once. Rows are consumed lazily, so a file of any size streams
     through; bad rows are reported with their line numbers and never stop the good ones.
     At most `limit` leads are inserted (the rest are left for a later run).
+    `progress(report)` is called after each batch inserted, and after every INSERT_BATCH rows
+    read without one (a file of bad rows): a caller recording progress writes once per batch,
+    never once per row.
     """
     report = ImportReport()
     seen: dict[str, int] = {}
     batch: list[LeadRow] = []
+    told = 0  # rows_read when progress was last told
     for row in rows:
+        report.rows_read += 1
+        inserted = False
         if isinstance(row, RowProblem):
             report.rejected.append(row)
-            continue
-        if row.email in seen:
+        elif row.email in seen:
             report.duplicates.append(RowProblem(row.line, row.email, f"repeats line {seen[row.email]}"))
-            continue
-        seen[row.email] = row.line
-        batch.append(row)
-        if len(batch) >= INSERT_BATCH:
-            _insert_batch(campaign, batch, now, source, report, limit)
-            batch = []
-            if limit is not None and report.imported >= limit:
-                report.complete = False
-                return report
+        else:
+            seen[row.email] = row.line
+            batch.append(row)
+            if len(batch) >= INSERT_BATCH:
+                _insert_batch(campaign, batch, now, source, report, limit)
+                batch, inserted = [], True
+                if limit is not None and report.imported >= limit:
+                    report.complete = False
+                    return report
+        if progress is not None and (inserted or report.rows_read - told >= INSERT_BATCH):
+            progress(report)
+            told = report.rows_read
     if batch:
         _insert_batch(campaign, batch, now, source, report, limit)
     return report
@@ -116,10 +127,13 @@ def _insert_batch(campaign, batch, now, source, report, limit) -> None:
     report.imported += len(inserted)
 
 
-def leads_import_csv(*, campaign: Campaign, path: str | Path, now: datetime) -> ImportReport:
-    """Import a CSV file of leads into `campaign`; raises LeadFileError if it is unusable."""
+def leads_import_csv(
+    *, campaign: Campaign, path: str | Path, now: datetime, progress: Callable[[ImportReport], None] | None = None
+) -> ImportReport:
+    """Import a CSV file of leads into `campaign`; raises LeadFileError if it is unusable.
+    `progress` as for leads_insert."""
     with open_lead_file(path) as stream:
-        return leads_insert(campaign=campaign, rows=csv_rows(stream), now=now)
+        return leads_insert(campaign=campaign, rows=csv_rows(stream), now=now, progress=progress)
 
 
 def leads_import_upload(*, campaign: Campaign, file: BinaryIO, name: str, now: datetime) -> ImportReport:
