@@ -126,21 +126,30 @@ def lead_file_check(file: BinaryIO, name: str) -> None:
         file.seek(0)
 
 
-def source_csv_save(
-    *, campaign: Campaign, file: BinaryIO, name: str, now: datetime, source: LeadSource | None = None
-) -> LeadSource:
-    """Keep an uploaded CSV file as a lead source of the campaign (a new one, or `source`, whose
-    file it replaces): checked as an import checks it, saved under
-    CAM_IMPORT_DIR/<campaign id>/ with a name of our own, and read again by every cycle, which
-    picks up its new rows. Raises LeadFileError if the file is not a CSV of leads."""
+def upload_keep(*, campaign: Campaign, file: BinaryIO, name: str, now: datetime, folder: str = "") -> Path:
+    """Keep an uploaded CSV file of leads: checked as an import checks it, saved under
+    CAM_IMPORT_DIR/<campaign id>/[folder/] with a name of our own (date, random, the upload's
+    name as a slug), never over another file. Returns its path relative to CAM_IMPORT_DIR.
+    Raises LeadFileError if the file is not a CSV of leads."""
     original = Path(getattr(file, "name", "") or name or "leads.csv").name
     lead_file_check(file, original)
-    relative = Path(str(campaign.pk)) / f"{now:%Y%m%d-%H%M%S}-{secrets.token_hex(4)}-{slugify(Path(original).stem)[:60] or 'leads'}.csv"
+    relative = Path(str(campaign.pk), folder) / f"{now:%Y%m%d-%H%M%S}-{secrets.token_hex(4)}-{slugify(Path(original).stem)[:60] or 'leads'}.csv"
     target = import_dir() / relative
     target.parent.mkdir(parents=True, exist_ok=True)
     with target.open("xb") as out:
         shutil.copyfileobj(file, out, _CHUNK_BYTES)
     file.seek(0)
+    return relative
+
+
+def source_csv_save(
+    *, campaign: Campaign, file: BinaryIO, name: str, now: datetime, source: LeadSource | None = None
+) -> LeadSource:
+    """Keep an uploaded CSV file as a lead source of the campaign (a new one, or `source`, whose
+    file it replaces): kept by upload_keep under CAM_IMPORT_DIR/<campaign id>/, and read again
+    by every cycle, which picks up its new rows. Raises LeadFileError if the file is not a CSV
+    of leads."""
+    relative = upload_keep(campaign=campaign, file=file, name=name, now=now)
     try:
         with transaction.atomic():
             source = source or LeadSource(campaign=campaign)
@@ -152,7 +161,7 @@ def source_csv_save(
             source.reported_file_version = ""  # a new file: its rejected rows are reported again
             source.save()
     except BaseException:
-        target.unlink(missing_ok=True)
+        (import_dir() / relative).unlink(missing_ok=True)
         raise
     return source
 
