@@ -179,6 +179,7 @@ SPECTACULAR_SETTINGS = {
         "LeadStatusEnum": "leads.models.Lead.Status",
         "AttemptStatusEnum": "outreach.models.OutreachAttempt.Status",
         "SuppressionReasonEnum": "outreach.models.Suppression.Reason",
+        "ImportStatusEnum": "leads.models.ImportJob.Status",
     },
 }
 
@@ -267,6 +268,9 @@ CAM_RUN_HISTORY_DAYS = envint("CAM_RUN_HISTORY_DAYS", 90)
 CAM_IMPORT_DIR = BASE_DIR / env("CAM_IMPORT_DIR", str(VAR_DIR / "imports"))
 # Uploads (API, console, admin) bigger than this are refused (413) without being kept.
 CAM_MAX_UPLOAD_MB = envint("CAM_MAX_UPLOAD_MB", 50)
+# CSV uploads (API, console) bigger than this are imported in the background by a qcluster
+# worker (leads.tasks.import_job_run); smaller ones in the request, as before.
+CAM_IMPORT_SYNC_MAX_KB = envint("CAM_IMPORT_SYNC_MAX_KB", 256)
 FILE_UPLOAD_HANDLERS = [
     "cam_project.uploads.CappedUploadHandler",
     "django.core.files.uploadhandler.MemoryFileUploadHandler",

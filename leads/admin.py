@@ -4,7 +4,7 @@ from django.utils import timezone
 
 from cam_project.uploads import upload_refusal
 from campaigns.services import Refused
-from leads.models import Lead, LeadEvent, LeadSource
+from leads.models import ImportJob, Lead, LeadEvent, LeadSource
 from leads.rows import LeadFileError, email_normalise
 from leads.services import ENRICHABLE_FIELDS, Actor, InvalidTransition, lead_record_outcome, lead_update
 from leads.sources import lead_file_check, source_csv_save, source_file_path
@@ -185,3 +185,24 @@ class LeadAdmin(admin.ModelAdmin):
     def resume_leads(self, request, queryset):
         self._each(request, queryset, lambda lead, now, actor: lead_resume(lead=lead, actor=actor, now=now),
                    "resumed")
+
+
+@admin.register(ImportJob)
+class ImportJobAdmin(admin.ModelAdmin):
+    """Imports run in the background: written by their worker only (leads.import_jobs)."""
+
+    list_display = ("id", "file_name", "campaign", "status", "rows_read", "imported", "duplicates", "rejected",
+                    "requested_by", "created_at", "finished_at")
+    list_filter = ("status",)
+    list_select_related = ("campaign", "requested_by")
+    search_fields = ("file_name", "campaign__name")
+    readonly_fields = [field.name for field in ImportJob._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

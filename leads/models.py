@@ -156,3 +156,44 @@ class LeadEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.lead_id} {self.kind} {self.from_status}→{self.to_status}"
+
+
+class ImportJob(models.Model):
+    """A CSV upload imported in the background (leads.tasks.import_job_run): the file kept under
+    CAM_IMPORT_DIR, its progress while a worker reads it, and its report once done.
+
+    Written only by leads.import_jobs: a worker takes the job with a conditional update, and
+    every later write names the run (`attempts`) that took it, so a run taken over after the task
+    timeout changes nothing."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="import_jobs")
+    path = models.CharField(max_length=500, help_text="The saved file, relative to CAM_IMPORT_DIR; removed once done.")
+    file_name = models.CharField(max_length=255, help_text="The name of the uploaded file.")
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # How many runs took the job: more than one after a worker died and the job was taken over.
+    attempts = models.PositiveSmallIntegerField(default=0)
+    rows_read = models.PositiveIntegerField(default=0)
+    imported = models.PositiveIntegerField(default=0)
+    duplicates = models.PositiveIntegerField(default=0)
+    rejected = models.PositiveIntegerField(default=0)
+    report = models.JSONField(null=True, blank=True, help_text="The import report, once done.")
+    error = models.TextField(blank=True, help_text="Why the import failed.")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["campaign", "-created_at"], name="import_job_campaign_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.file_name} → campaign {self.campaign_id} ({self.status})"
