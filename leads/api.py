@@ -1,16 +1,18 @@
 """Lead endpoints: a campaign's leads (list, add one, a list, or a CSV upload), one lead (edit,
-resume), and its history."""
+resume), its history, and the imports of large uploads run in the background."""
 
 from django.shortcuts import get_object_or_404
+from django.urls import reverse
 from django.utils import timezone
 from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
     PolymorphicProxySerializer,
     extend_schema,
+    extend_schema_field,
     inline_serializer,
 )
-from rest_framework import generics, serializers, status
+from rest_framework import generics, permissions, serializers, status
 from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
@@ -19,8 +21,9 @@ from cam_project.api import ActionPermissions, ErrorSerializer, JSONParser, Pagi
 from cam_project.uploads import UploadTooLarge, uploaded_file
 from cam_project.validators import no_control_characters
 from campaigns.models import Campaign
+from leads.import_jobs import import_in_background, import_job_note, import_job_queue
 from leads.importing import leads_import_upload, leads_insert
-from leads.models import Lead, LeadEvent
+from leads.models import ImportJob, Lead, LeadEvent
 from leads.rows import MAX_EXTRA_VALUE, LeadFileError, mapping_rows
 from leads.services import STAFF_STATUSES, Actor, lead_update, leads_search
 from outreach.attention import lead_resume
@@ -85,6 +88,12 @@ class ImportReportSerializer(serializers.Serializer):
     cut_rows = RowProblemSerializer(many=True, help_text="What was cut, per row")
 
 
+class ImportQueuedSerializer(serializers.Serializer):
+    import_id = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=ImportJob.Status.choices)
+    url = serializers.CharField(help_text="GET it for the import's progress and, once done, its report")
+
+
 class UploadTooLargeError(APIException):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     default_code = "upload_too_large"
@@ -126,13 +135,16 @@ class CampaignLeadsView(generics.ListAPIView):
         request=LEADS_REQUEST,
         responses={
             201: ImportReportSerializer, 200: ImportReportSerializer, 409: ImportReportSerializer,
+            202: OpenApiResponse(ImportQueuedSerializer, description="A file above CAM_IMPORT_SYNC_MAX_KB: kept and "
+                                 "queued for a worker; its progress and report at `url` (also the Location header)"),
             413: OpenApiResponse(inline_serializer("UploadTooLarge", {"detail": serializers.CharField()}),
                                  description="The file is larger than CAM_MAX_UPLOAD_MB"),
         },
         summary="Add leads: one lead, a JSON list, or a CSV file (multipart field 'file')",
         description="One lead: 201, or 400 with the field at fault, or 409 if the address is already in the "
         "campaign. A list or a file: 201 if any lead was added (else 200), with the same report as "
-        "manage.py import_leads; bad rows are reported and never stop the good ones.",
+        "manage.py import_leads; bad rows are reported and never stop the good ones. A file larger than "
+        "CAM_IMPORT_SYNC_MAX_KB (256 KB) is imported in the background: 202 with the import's id and URL.",
     )
     def post(self, request, pk):
         campaign = get_object_or_404(Campaign, pk=pk)
@@ -141,6 +153,14 @@ class CampaignLeadsView(generics.ListAPIView):
             upload = uploaded_file(request, "file")
         except UploadTooLarge as exc:
             raise UploadTooLargeError(str(exc)) from None
+        if upload is not None and import_in_background(upload.size):
+            try:
+                job = import_job_queue(campaign=campaign, file=upload, name=upload.name, now=now, user=request.user)
+            except LeadFileError as exc:
+                raise ValidationError({"file": [str(exc)]}) from None
+            url = reverse("api-import", args=[job.pk])
+            return Response({"import_id": job.pk, "status": job.status, "url": url},
+                            status=status.HTTP_202_ACCEPTED, headers={"Location": url})
         if upload is not None:
             try:
                 report = leads_import_upload(campaign=campaign, file=upload, name=upload.name, now=now)
@@ -218,3 +238,42 @@ class LeadEventsView(generics.ListAPIView):
     @extend_schema(summary="A lead's history, oldest first: status changes, stops, sends, resumes, resolutions")
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
+
+
+class CanViewLeads(permissions.BasePermission):
+    """An import is leads being added: seeing it needs leads.view_lead (anonymous: 401)."""
+
+    def has_permission(self, request, view) -> bool:
+        return bool(request.user and request.user.is_authenticated and request.user.has_perm("leads.view_lead"))
+
+
+class ImportJobSerializer(serializers.ModelSerializer):
+    campaign_id = serializers.IntegerField(read_only=True)
+    report = serializers.SerializerMethodField()
+    note = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ImportJob
+        fields = ["id", "campaign_id", "file_name", "status", "rows_read", "imported", "duplicates", "rejected",
+                  "created_at", "started_at", "finished_at", "report", "error", "note"]
+        read_only_fields = fields
+
+    @extend_schema_field(ImportReportSerializer(allow_null=True, help_text="The import report, once done"))
+    def get_report(self, job: ImportJob):
+        return job.report if job.status == ImportJob.Status.DONE else None
+
+    @extend_schema_field(serializers.CharField(
+        help_text="What to know beyond the status, e.g. that no worker has taken the job for 30 s; else empty"))
+    def get_note(self, job: ImportJob) -> str:
+        return import_job_note(job, timezone.now())
+
+
+class ImportJobView(generics.GenericAPIView):
+    queryset = ImportJob.objects.all()
+    serializer_class = ImportJobSerializer
+    permission_classes = [CanViewLeads]
+
+    @extend_schema(responses=ImportJobSerializer,
+                   summary="A CSV import run in the background: its status, progress counters and, once done, its report")
+    def get(self, request, pk):
+        return Response(ImportJobSerializer(get_object_or_404(ImportJob, pk=pk)).data)

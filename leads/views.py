@@ -1,6 +1,6 @@
 """The console's leads pages: a campaign's leads (filter, search, CSV upload with its report,
-adding a CSV file as a lead source), and one lead (details, emails, history, and the outcomes
-staff record)."""
+adding a CSV file as a lead source), a large upload's import running in the background, and
+one lead (details, emails, history, and the outcomes staff record)."""
 
 from django.conf import settings
 from django.contrib import messages
@@ -15,8 +15,9 @@ from cam_project.uploads import UploadTooLarge, uploaded_file
 from cam_project.validators import has_control_characters
 from campaigns.models import Campaign
 from campaigns.services import Refused
+from leads.import_jobs import import_in_background, import_job_note, import_job_queue
 from leads.importing import leads_import_upload
-from leads.models import Lead, LeadSource
+from leads.models import ImportJob, Lead, LeadSource
 from leads.rows import LeadFileError
 from leads.services import Actor, InvalidTransition, lead_record_outcome, leads_search
 from leads.sources import source_csv_save
@@ -66,20 +67,48 @@ def _upload(request, campaign):
     upload = _upload_or_say_why(request, "file", "Choose a CSV file to upload.")
     if not upload:
         return redirect("campaign-leads", pk=campaign.pk)
+    background = import_in_background(upload.size)
     try:
-        report = leads_import_upload(campaign=campaign, file=upload, name=upload.name, now=timezone.now())
+        if background:
+            job = import_job_queue(campaign=campaign, file=upload, name=upload.name, now=timezone.now(),
+                                   user=request.user)
+        else:
+            report = leads_import_upload(campaign=campaign, file=upload, name=upload.name, now=timezone.now())
     except LeadFileError as exc:
         messages.error(request, f"{upload.name} cannot be imported: {exc}")
         return redirect("campaign-leads", pk=campaign.pk)
-    shown = report.as_dict()
-    for rows in ("duplicate_rows", "rejected_rows", "cut_rows"):
-        shown[rows] = shown[rows][:REPORT_ROWS_SHOWN]
-    shown["file"] = upload.name
-    request.session[f"import_report_{campaign.pk}"] = shown
+    if background:
+        messages.info(request, f"{upload.name} is being imported in the background: this page shows its progress.")
+        return redirect("import-detail", pk=job.pk)
+    request.session[f"import_report_{campaign.pk}"] = _report_shown(report.as_dict(), upload.name)
     level = messages.success if report.imported else messages.warning
     level(request, f"Imported {report.imported} new lead{'s' if report.imported != 1 else ''} from {upload.name}; "
                    "they are enriched and scored by the next cycle.")
     return redirect("campaign-leads", pk=campaign.pk)
+
+
+def _report_shown(report: dict, file_name: str) -> dict:
+    """An import report as the console shows it: the first rows of each kind, and the file."""
+    shown = dict(report)
+    for rows in ("duplicate_rows", "rejected_rows", "cut_rows"):
+        shown[rows] = shown[rows][:REPORT_ROWS_SHOWN]
+    shown["file"] = file_name
+    return shown
+
+
+@login_required
+@permission_required("leads.view_lead", raise_exception=True)
+def import_detail(request, pk):
+    """A large upload's import: its progress while a worker runs it (the page refreshes itself),
+    then its report, shown as the leads page shows a small upload's."""
+    job = get_object_or_404(ImportJob.objects.select_related("campaign", "requested_by"), pk=pk)
+    done = job.status == ImportJob.Status.DONE and job.report is not None
+    return render(request, "console/import.html", {
+        "job": job, "campaign": job.campaign,
+        "in_progress": job.status in (ImportJob.Status.QUEUED, ImportJob.Status.RUNNING),
+        "note": import_job_note(job, timezone.now()),
+        "report": _report_shown(job.report, job.file_name) if done else None,
+    })
 
 
 def _add_source(request, campaign):

@@ -26,6 +26,8 @@ from schemathesis.checks import (
 
 from cam_project.wsgi import application
 from campaigns.tests.factories import CampaignFactory, MessageStepFactory
+from leads.importing import ImportReport
+from leads.models import ImportJob
 from leads.tests.factories import LeadFactory
 from outreach.tests.factories import OutreachAttemptFactory, SuppressionFactory
 
@@ -56,6 +58,8 @@ def token(db, django_user_model, settings):
         campaign = CampaignFactory()
         MessageStepFactory(campaign=campaign, position=1)
         OutreachAttemptFactory(lead=LeadFactory(campaign=campaign))
+        ImportJob.objects.create(campaign=campaign, path="x.csv", file_name="x.csv", status=ImportJob.Status.DONE,
+                                 report=ImportReport().as_dict())
     SuppressionFactory()
     user = django_user_model.objects.create_superuser("fuzz", "fuzz@example.org", "pw")
     # The WSGI handler would otherwise close the test's connection after each request.
