@@ -19,7 +19,6 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 from django.db.models import F
 from django.test.utils import CaptureQueriesContext
-from django.utils import timezone
 from django_q.models import OrmQ, Success
 
 from cam_project.testing import anonymous_client, assert_json_error, superuser, token_client, user_with_perms
@@ -114,6 +113,7 @@ def test_files_up_to_the_threshold_are_imported_in_the_request_and_larger_ones_i
     settings.CAM_IMPORT_SYNC_MAX_KB = 256
     campaign = CampaignFactory()
     row = "x" * 80
+
     def sized(size: int, prefix: str) -> SimpleUploadedFile:
         lines, total, i = ["email,notes"], 12, 0
         while total < size:
