@@ -25,4 +25,5 @@ def declared() -> list[Declared]:
     return [
         Declared(PREFIX + "campaign cycles", "campaigns.tasks.campaign_cycles_fan_out", settings.CAM_CYCLE_MINUTES),
         Declared(PREFIX + "prune run history", "campaigns.tasks.runs_prune", 24 * 60),
+        Declared(PREFIX + "prune imports", "leads.tasks.import_jobs_old_prune", 24 * 60),
     ]

@@ -122,3 +122,14 @@ def import_job_note(job: ImportJob, now: datetime) -> str:
     if job.status in (Status.RUNNING, Status.DONE) and job.attempts > 1:
         return "started again after its worker stopped: leads the stopped run imported count as duplicates"
     return ""
+
+
+def import_jobs_prune(*, now: datetime) -> int:
+    """Delete finished (done or failed) imports older than CAM_RUN_HISTORY_DAYS, with the file a
+    failed one kept; queued and running ones stay."""
+    old = ImportJob.objects.filter(status__in=[Status.DONE, Status.FAILED],
+                                   created_at__lt=now - timedelta(days=settings.CAM_RUN_HISTORY_DAYS))
+    for path in old.filter(status=Status.FAILED).values_list("path", flat=True):
+        (import_dir() / path).unlink(missing_ok=True)
+    deleted, _ = old.delete()
+    return deleted

@@ -474,3 +474,25 @@ def test_a_real_qcluster_imports_an_upload_and_the_api_shows_it_done(api, thresh
     assert Lead.objects.filter(campaign=campaign).count() == expected["imported"]
     assert Success.objects.filter(func="leads.tasks.import_job_run", args=(body["id"],)).count() == 1
     assert not OrmQ.objects.exists()  # acknowledged
+
+
+def test_old_finished_imports_are_pruned_with_a_failed_ones_file_and_running_ones_stay(settings, tmp_path):
+    from django.utils import timezone
+
+    from leads.sources import import_dir
+    from leads.tasks import import_jobs_old_prune
+
+    settings.CAM_RUN_HISTORY_DAYS = 90
+    campaign = CampaignFactory()
+    old = timezone.now() - timedelta(days=91)
+    kept = import_dir() / "failed-old.csv"
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    kept.write_text("email\n")
+    for status, created, path in (("done", old, "x.csv"), ("failed", old, "failed-old.csv"),
+                                  ("running", old, "r.csv"), ("done", timezone.now(), "y.csv")):
+        ImportJob.objects.create(campaign=campaign, path=path, file_name=path, status=status, created_at=created)
+
+    assert import_jobs_old_prune() == 2
+
+    assert sorted(ImportJob.objects.values_list("path", flat=True)) == ["r.csv", "y.csv"]
+    assert not kept.exists()
