@@ -127,7 +127,7 @@ def _run_finish(run: CycleRun, result: CycleResult) -> None:
 
 def cycle_start_all(*, trigger: str, dry_run: bool | None, now: datetime | None = None) -> list[CycleResult]:
     """A cycle for every active campaign, one after another; one campaign's failure is its
-    result's error."""
+    result's error. Without `now`, each cycle is dated at its own start (not the first one's)."""
     results = []
     for campaign in Campaign.objects.filter(active=True).order_by("id"):
         results.append(cycle_start(campaign=campaign, trigger=trigger, dry_run=dry_run, now=now))

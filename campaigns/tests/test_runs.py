@@ -1,6 +1,7 @@
-"""The campaign's lease and run history (SPEC §7), in one process; tests/test_scheduler.py runs
+"""The campaign's lease and run history (SPEC §7), in one process; test_scheduler.py runs
 them across processes and qcluster workers."""
 
+import io
 from datetime import timedelta
 
 import pytest
@@ -142,3 +143,27 @@ def test_run_cam_cycle_follow_live_sends_only_for_live_campaigns(smtp_server, no
     assert smtp_server.recipients() == [live.leads.get().email]
     assert "LIVE campaigns: 1 email sent; the others ran dry" in out.getvalue()
     assert dict(CycleRun.objects.values_list("campaign__name", "dry_run")) == {"Live one": False, "Dry one": True}
+
+
+def test_each_cycle_of_run_cam_cycle_all_dates_its_sends_at_its_own_start(smtp_server):
+    """One after another, each campaign's cycle has its own `now`: a send dated at the start of
+    the whole command would count on the wrong day's quota past midnight, and look abandoned to
+    staff (outreach.attention.in_flight_window) while it is still in progress."""
+    from django.core.management import call_command
+
+    from outreach.models import OutreachAttempt
+
+    first, second = CampaignFactory(), CampaignFactory()
+    for campaign in (first, second):
+        MessageStepFactory(campaign=campaign, position=1)
+        LeadFactory(campaign=campaign, next_action_at=timezone.now() - timedelta(minutes=1))
+
+    call_command("run_cam_cycle", "--all", "--no-dry-run", "--json", stdout=io.StringIO())
+
+    first_run, second_run = CycleRun.objects.get(campaign=first), CycleRun.objects.get(campaign=second)
+    assert second_run.started_at >= first_run.finished_at  # one after another
+    for campaign, run in ((first, first_run), (second, second_run)):
+        attempt = OutreachAttempt.objects.get(campaign=campaign)
+        assert attempt.status == OutreachAttempt.Status.SENT
+        assert attempt.created_at >= run.started_at, campaign.name
+    assert OutreachAttempt.objects.get(campaign=second).created_at >= first_run.finished_at

@@ -13,7 +13,6 @@ import argparse
 import json
 
 from django.core.management.base import BaseCommand, CommandError
-from django.utils import timezone
 
 from cam_project.validators import printable
 from campaigns.cycle import CycleResult
@@ -56,16 +55,19 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", help="Print the result(s) as JSON.")
 
     def handle(self, *args, **options):
-        now, dry_run, run_all = timezone.now(), options["dry_run"], options["all"]
+        dry_run, run_all = options["dry_run"], options["all"]
+        # No `now` passed: each cycle is dated when it starts under its lease. One `now` for a whole
+        # --all run would date a later campaign's sends at the command's start (the wrong day's
+        # quota past midnight; a send still in progress that looks abandoned to staff).
         if options["follow_live"]:
             dry_run = None  # each campaign's live switch decides
         if run_all:
-            results = cycle_start_all(trigger=CycleRun.Trigger.COMMAND, dry_run=dry_run, now=now)
+            results = cycle_start_all(trigger=CycleRun.Trigger.COMMAND, dry_run=dry_run)
         else:
             campaign = Campaign.objects.filter(pk=options["campaign_id"]).first()
             if campaign is None:
                 raise CommandError(f"campaign {options['campaign_id']} not found")
-            results = [cycle_start(campaign=campaign, trigger=CycleRun.Trigger.COMMAND, dry_run=dry_run, now=now)]
+            results = [cycle_start(campaign=campaign, trigger=CycleRun.Trigger.COMMAND, dry_run=dry_run)]
         if options["json"]:
             payload = [r.as_dict() for r in results] if run_all else results[0].as_dict()
             self.stdout.write(json.dumps(payload, indent=2, default=str))
