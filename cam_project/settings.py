@@ -291,9 +291,14 @@ Q_CLUSTER = {
     # A worker running longer than this is killed. Above the lease, so a cycle is never killed
     # while it may still be sending: its own budget ends it first.
     "timeout": CAM_TASK_TIMEOUT_SECONDS,
-    # Redelivery of an unacknowledged task: must exceed `timeout`, or a slow task still running
-    # would be handed to a second worker (django-q2 warns about this too).
-    "retry": envint("CAM_TASK_RETRY_SECONDS", CAM_TASK_TIMEOUT_SECONDS + 60),
+    # Redelivery of an unacknowledged task. Its clock starts when the cluster takes the task off
+    # the queue, and a task may then wait in the cluster for a busy worker (at most
+    # `queue_limit` wait, so at most one task's `timeout`) before running up to `timeout`: so
+    # twice the timeout plus a margin, or a slow task still queued or running would be handed
+    # out again. Were it handed out again, the lease refuses the extra cycle all the same.
+    "retry": envint("CAM_TASK_RETRY_SECONDS", 2 * CAM_TASK_TIMEOUT_SECONDS + 60),
+    # Tasks a cluster takes ahead of its workers: one each. More would wait longer than above.
+    "queue_limit": envint("CAM_WORKERS", 2),
     # A task that raised is tried at most this many times; ours catch their own errors, so this
     # bounds only crashes (a killed worker is redelivered, not counted as a failure).
     "max_attempts": 3,
