@@ -17,7 +17,7 @@ from campaigns.models import Campaign
 from campaigns.services import CampaignMetrics, campaign_metrics, campaign_pause, campaign_pause_reason
 from leads.importing import leads_discover
 from leads.services import Actor, leads_enrich
-from outreach.sending import outreach_send_due
+from outreach.sending import CycleStop, outreach_send_due
 
 logger = logging.getLogger(__name__)
 
@@ -61,15 +61,16 @@ def cycle_run(
     max_new_leads: int | None = None,
     max_enriched: int | None = None,
     budget_seconds: float | None = None,
-    keep_going: Callable[[], bool] | None = None,
+    stop_check: Callable[[], CycleStop | None] | None = None,
 ) -> CycleResult:
     """One cycle of one campaign. A paused campaign is left alone.
 
     Dry run (the default) discovers and enriches for real but sends nothing and pauses nothing;
     it reports what it would send and whether the campaign would pause. The cycle stops
     starting work after CAM_CYCLE_BUDGET_SECONDS (or `budget_seconds`); what it did not reach
-    waits for the next cycle. `keep_going` is asked before each phase (campaigns.runs renews
-    the lease there); once it says no, the cycle stops where it is.
+    waits for the next cycle. `stop_check` is asked before each phase and each send
+    (campaigns.runs renews the lease there, and checks the live switch); once it gives a
+    reason, the cycle stops where it is.
     """
     budget = budget_seconds if budget_seconds is not None else settings.CAM_CYCLE_BUDGET_SECONDS
     deadline = time.monotonic() + budget
@@ -81,19 +82,22 @@ def cycle_run(
         result.notes.append("campaign is paused: nothing done")
         return result
 
-    lease_lost = False
+    stopped: CycleStop | None = None
+    stop_check = stop_check or (lambda: None)
 
     def phase(name, run, *, timed=True):
-        nonlocal lease_lost
+        nonlocal stopped
         if timed and time.monotonic() >= deadline:
             result.notes.append(f"cycle budget of {budget:g} s used up before {name}: it waits for the next cycle")
             return None
-        if lease_lost or (keep_going is not None and not keep_going()):
-            if not lease_lost:
-                result.errors.append(f"{name}: the campaign's lease expired and another cycle took it over; "
-                                     "this one stopped (raise CAM_CYCLE_LEASE_SECONDS)")
+        if stopped:
+            return None
+        if stopped := stop_check():  # reported once; no phase runs after it
+            if stopped.error:
+                result.errors.append(f"{name}: {stopped.reason}")
                 result.stopped_phases.append(name)
-            lease_lost = True
+            else:
+                result.notes.append(stopped.reason)
             return None
         try:
             return run()
@@ -124,6 +128,7 @@ def cycle_run(
     outreach = phase("outreach", lambda: outreach_send_due(
         campaign=campaign, now=now, dry_run=dry_run,
         qualified_needed=campaign.target_clients - metrics.qualified_leads, deadline=deadline, actor=actor,
+        stop_check=stop_check,
     ))
     if outreach:
         result.outreach_sent = outreach.sent

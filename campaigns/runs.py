@@ -24,6 +24,7 @@ from django.utils import timezone
 
 from campaigns.cycle import CycleResult, cycle_run
 from campaigns.models import Campaign, CycleLease, CycleRun
+from outreach.sending import CycleStop
 
 logger = logging.getLogger(__name__)
 Trigger = CycleRun.Trigger
@@ -82,7 +83,8 @@ def cycle_start(
             result = CycleResult(campaign_id=campaign.pk, campaign_name=campaign.name, dry_run=dry_run is not False)
             result.notes.append("campaign deleted: nothing done")
             return result
-        if dry_run is None:
+        follow_live = dry_run is None
+        if follow_live:
             dry_run = not campaign.live
         started = timezone.now()
         run = CycleRun.objects.create(
@@ -92,7 +94,7 @@ def cycle_start(
         try:
             result = cycle_run(
                 campaign=campaign, now=now or started, dry_run=dry_run,
-                keep_going=lambda: lease_renew(campaign_id=campaign.pk, holder=holder), **limits,
+                stop_check=_stop_check(campaign.pk, holder, follow_live=follow_live and not dry_run), **limits,
             )
         except Exception as exc:  # cycle_run reports its phases' errors; this is a bug, kept in the run
             logger.exception("cycle failed for campaign %s", campaign.pk)
@@ -104,6 +106,21 @@ def cycle_start(
         return result
     finally:
         lease_release(campaign_id=campaign.pk, holder=holder)
+
+
+def _stop_check(campaign_id: int, holder: str, *, follow_live: bool):
+    """What a cycle asks before each phase and each send: is the lease still ours (renewing
+    it), and, for a cycle live because its campaign is, is the campaign still live?"""
+
+    def check() -> CycleStop | None:
+        if not lease_renew(campaign_id=campaign_id, holder=holder):
+            return CycleStop("the campaign's lease expired and another cycle took it over; this one stopped "
+                             "(raise CAM_CYCLE_LEASE_SECONDS)", error=True)
+        if follow_live and not Campaign.objects.filter(pk=campaign_id, live=True).exists():
+            return CycleStop("the campaign was switched off live during the cycle: no more email")
+        return None
+
+    return check
 
 
 def _already_running(campaign: Campaign, dry_run: bool | None) -> CycleResult:

@@ -20,8 +20,9 @@ an event of the lead (leads.services).
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from email.utils import formataddr, make_msgid, parseaddr
 
 from django.conf import settings
@@ -75,6 +76,15 @@ def sender_address(campaign: Campaign) -> str:
 
 
 # --- the claim and its end ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CycleStop:
+    """Why a running cycle must stop before its next phase or send: its lease was taken over
+    (an error: exit 3), or its campaign was switched off live (a note)."""
+
+    reason: str
+    error: bool = False
 
 
 def attempt_claim(
@@ -274,7 +284,7 @@ class _StopPhase(Exception):
 
 def outreach_send_due(
     *, campaign: Campaign, now: datetime, dry_run: bool = True, qualified_needed: int | None = None,
-    deadline: float | None = None, actor: Actor | None = None,
+    deadline: float | None = None, actor: Actor | None = None, stop_check: Callable[[], CycleStop | None] | None = None,
 ) -> OutreachResult:
     """Email the campaign's due leads, highest score first, strictly within today's quota.
 
@@ -301,6 +311,7 @@ def outreach_send_due(
 
     run = _Run(campaign=campaign, now=now, dry_run=dry_run, steps=campaign_steps(campaign), result=result,
                actor=actor or Actor.cycle(campaign), deadline=deadline)
+    stop_check = stop_check or (lambda: None)
     candidates = list(due.order_by("-score", "next_action_at", "id")[: remaining + SKIP_ALLOWANCE])
     run.suppressed = suppressed_emails([lead.email for lead in candidates])
     handled = 0
@@ -317,6 +328,10 @@ def outreach_send_due(
             if run.out_of_time():
                 result.notes.append(f"cycle budget of {settings.CAM_CYCLE_BUDGET_SECONDS} s used up: "
                                     "the other due leads wait for the next cycle")
+                break
+            if stop := stop_check():  # the lease lost, or the campaign switched off live
+                (result.errors if stop.error else result.notes).append(stop.reason)
+                result.stopped = result.stopped or stop.error
                 break
             outcome = run.one(lead)
             if outcome in (QUOTA_FULL, PAUSED):
@@ -361,17 +376,19 @@ class _Run:
     actor: Actor
     deadline: float | None = None
     suppressed: set[str] = field(default_factory=set)
+    started: float = field(default_factory=time.monotonic)
     mailer: Mailer = field(default_factory=lambda: Mailer(send_seconds=settings.CAM_SEND_TIMEOUT_SECONDS))
     released_in_a_row: int = 0
 
     def out_of_time(self) -> bool:
-        return self.deadline is not None and self._send_limit() < 1
+        """No send starts after the deadline; one started before it has its whole time limit
+        (cutting a healthy but slow server short would make its send unknown)."""
+        return self.deadline is not None and time.monotonic() >= self.deadline
 
-    def _send_limit(self) -> float:
-        limit = float(settings.CAM_SEND_TIMEOUT_SECONDS)
-        if self.deadline is not None:
-            limit = min(limit, self.deadline - time.monotonic())
-        return limit
+    def clock(self) -> datetime:
+        """Now, as the cycle's `now` moved on: a claim is dated when it is made (its quota day
+        too), not when the cycle started, minutes earlier perhaps, before midnight."""
+        return self.now + timedelta(seconds=int(time.monotonic() - self.started))  # whole seconds
 
     def check_sender(self) -> None:
         """A From address that cannot go into a header stops the phase before any claim: it
@@ -438,7 +455,7 @@ class _Run:
             return Status.FAILED
         attempt = attempt_claim(
             campaign=campaign, lead=lead, step=step.position, subject=message.subject, body=message.body,
-            message_id=message_id, now=now,
+            message_id=message_id, now=self.clock(),
         )
         if attempt == ALREADY_SENT:
             stopped = lead_write_if_unchanged(
@@ -454,7 +471,7 @@ class _Run:
         if not isinstance(attempt, OutreachAttempt):
             return attempt
         try:
-            sent = self.mailer.send(prepared, limit=self._send_limit())
+            sent = self.mailer.send(prepared, limit=settings.CAM_SEND_TIMEOUT_SECONDS)
         except MailServerDown:
             attempt_release(attempt=attempt, lead=lead, now=now)
             raise

@@ -8,7 +8,7 @@ import pytest
 from django.utils import timezone
 
 from campaigns import runs
-from campaigns.models import CycleLease, CycleRun
+from campaigns.models import Campaign, CycleLease, CycleRun
 from campaigns.runs import cycle_start, lease_release, lease_renew, lease_take
 from campaigns.tests.factories import CampaignFactory, MessageStepFactory
 from leads.tests.factories import LeadFactory
@@ -167,3 +167,28 @@ def test_each_cycle_of_run_cam_cycle_all_dates_its_sends_at_its_own_start(smtp_s
         assert attempt.status == OutreachAttempt.Status.SENT
         assert attempt.created_at >= run.started_at, campaign.name
     assert OutreachAttempt.objects.get(campaign=second).created_at >= first_run.finished_at
+
+
+def test_switching_a_campaign_off_live_stops_its_scheduled_cycle_before_the_next_send(monkeypatch, smtp_server, now):
+    campaign = CampaignFactory(live=True, postal_address="1 Main St", max_emails_per_day=50)
+    MessageStepFactory(campaign=campaign, position=1)
+    LeadFactory.create_batch(5, campaign=campaign, next_action_at=now)
+    real_renew = runs.lease_renew
+
+    def operator_switches_off_after_the_first_mail(**kwargs):  # asked before each send
+        if smtp_server.messages:
+            Campaign.objects.filter(pk=campaign.pk).update(live=False)
+        return real_renew(**kwargs)
+
+    monkeypatch.setattr(runs, "lease_renew", operator_switches_off_after_the_first_mail)
+    result = cycle_start(campaign=campaign, trigger="schedule", dry_run=None)
+
+    assert result.dry_run is False and result.outreach_sent == 1 and len(smtp_server.messages) == 1
+    assert any("switched off live" in note for note in result.notes) and result.errors == []
+
+
+def test_a_command_run_with_no_dry_run_is_not_stopped_by_the_live_switch(smtp_server, now):
+    campaign = CampaignFactory(live=False, max_emails_per_day=50)
+    MessageStepFactory(campaign=campaign, position=1)
+    LeadFactory.create_batch(3, campaign=campaign, next_action_at=now)
+    assert cycle_start(campaign=campaign, trigger="command", dry_run=False).outreach_sent == 3

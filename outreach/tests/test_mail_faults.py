@@ -133,6 +133,41 @@ def test_a_slow_server_cannot_hold_the_cycle_past_its_budget(smtp_server, now):
     assert waiting == 20 - result.outreach_sent  # what the cycle did not reach waits, untouched
 
 
+def test_a_send_started_before_the_budget_ends_gets_its_whole_time_limit(smtp_server, now):
+    """A healthy but slow server is not cut off by the cycle's own budget: the budget stops new
+    sends, never one under way (that would make its outcome unknown)."""
+    campaign = CampaignFactory(max_emails_per_day=50)
+    due_leads(campaign, 3, now)
+    accept = smtp_server.handle_DATA
+
+    async def slow(server, session, envelope):
+        await asyncio.sleep(1.3)
+        return await accept(server, session, envelope)
+
+    smtp_server.handle_DATA = slow
+    result = cycle_run(campaign=campaign, now=now, dry_run=False, budget_seconds=1.0)
+
+    assert (result.outreach_sent, result.outreach_unknown, result.stopped_phases) == (1, 0, [])
+    assert OutreachAttempt.objects.get().status == OutreachAttempt.Status.SENT
+
+
+def test_each_claim_is_dated_when_it_is_made_not_when_the_cycle_started(smtp_server, now):
+    """Past midnight, a claim dated at the cycle's start would count on the previous day's quota."""
+    campaign = CampaignFactory(max_emails_per_day=50)
+    due_leads(campaign, 2, now)
+    accept = smtp_server.handle_DATA
+
+    async def slow(server, session, envelope):
+        await asyncio.sleep(1.2)
+        return await accept(server, session, envelope)
+
+    smtp_server.handle_DATA = slow
+    cycle_run(campaign=campaign, now=now, dry_run=False)
+
+    first, second = OutreachAttempt.objects.order_by("created_at", "id")
+    assert first.created_at == now and second.created_at >= now + timedelta(seconds=1)
+
+
 class _TricklingSMTP(socketserver.BaseRequestHandler):
     """A scripted SMTP server: `trickle` names the reply sent one byte at a time (greeting,
     mail or final) — slow enough that no single read times out, endless in total."""
