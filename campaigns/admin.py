@@ -28,6 +28,13 @@ class LeadSourceInline(admin.TabularInline):
 
 
 class CampaignAdminForm(forms.ModelForm):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if "live" in self.fields:
+            # "Changed" means changed on this page, not from what the database says now: a page
+            # opened before someone else switched it leaves it as they set it.
+            self.fields["live"].show_hidden_initial = True
+
     def clean(self):
         cleaned = super().clean()
         candidate = Campaign(live=cleaned.get("live", False), postal_address=cleaned.get("postal_address", ""))
@@ -59,14 +66,24 @@ class CampaignAdmin(admin.ModelAdmin):
     def lease(self, campaign):
         return lease_state(CycleLease.objects.filter(pk=campaign.pk).first(), timezone.now())
 
+    def get_readonly_fields(self, request, obj=None):
+        fields = super().get_readonly_fields(request, obj)
+        if not request.user.has_perm("campaigns.change_campaign"):  # adding a live campaign sends mail
+            fields = (*fields, "live")
+        return fields
+
     def save_model(self, request, obj, form, change):
-        """The live switch goes through campaign_update (its check, its row lock, live_since)."""
-        if not (change and "live" in form.changed_data):
-            if obj.live and not change:
-                obj.live_since = timezone.now()
+        """The live switch goes through campaign_update (its check, its row lock, live_since).
+        The rest of the form never writes it: a page opened before someone else switched it
+        must not switch it back."""
+        if not change:
+            obj.live_since = timezone.now() if obj.live else None
             return super().save_model(request, obj, form, change)
-        live, obj.live = obj.live, not obj.live
+        live = obj.live
+        obj.live, obj.live_since = Campaign.objects.values_list("live", "live_since").get(pk=obj.pk)
         super().save_model(request, obj, form, change)
+        if "live" not in form.changed_data or live == obj.live:
+            return
         try:
             updated = campaign_update(campaign=obj, data={"live": live}, now=timezone.now())
         except Refused as exc:  # changed by someone else since the form was checked

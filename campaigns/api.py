@@ -159,6 +159,8 @@ class CampaignListView(APIView):
     def post(self, request):
         serializer = CampaignWriteSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        if serializer.validated_data.get("live"):  # sending for real needs change_campaign (SPEC §7)
+            require_perm(request, "campaigns.change_campaign")
         try:
             campaign = campaign_create(data=serializer.validated_data, now=timezone.now())
         except Refused as exc:

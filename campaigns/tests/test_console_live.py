@@ -110,6 +110,7 @@ def admin_change(operator, campaign, **changes):
     from leads.tests.test_sources import campaign_change_data
 
     data = campaign_change_data(operator, campaign)
+    data["initial-live"] = str(campaign.live)  # the hidden initial the page carries, as a browser posts it
     for key, value in changes.items():
         if value is None:
             data.pop(key, None)
@@ -143,3 +144,42 @@ def test_the_admin_lists_runs_read_only(operator):
     assert page.status_code == 200 and "Listed" in page.content.decode()
     assert operator.get("/admin/campaigns/cyclerun/add/").status_code == 403
     assert operator.get("/admin/django_q/schedule/").status_code == 200
+
+
+def test_a_stale_admin_page_does_not_switch_live_back_on(operator, api):
+    campaign = CampaignFactory(live=True, postal_address=ADDRESS)
+    from leads.tests.test_sources import campaign_change_data
+
+    data = campaign_change_data(operator, campaign)  # opened while live
+    data["initial-live"] = "True"
+    Campaign.objects.filter(pk=campaign.pk).update(live=False, live_since=None)  # someone else stops it
+    data["name"] = "Renamed"
+
+    assert operator.post(f"/admin/campaigns/campaign/{campaign.pk}/change/", data).status_code == 302
+
+    campaign.refresh_from_db()
+    assert (campaign.name, campaign.live) == ("Renamed", False)
+
+
+def test_creating_a_live_campaign_needs_change_campaign(db, settings):
+    from cam_project.testing import token_client, user_with_perms
+
+    adder = token_client(user_with_perms("campaigns.add_campaign", "campaigns.view_campaign"))
+    body = {"name": "Sneaky", "live": True, "postal_address": ADDRESS}
+    assert adder.post("/api/cam/campaigns", body, format="json").status_code == 403
+    assert not Campaign.objects.exists()
+    assert adder.post("/api/cam/campaigns", {**body, "live": False}, format="json").status_code == 201
+
+
+def test_the_admin_add_form_cannot_make_a_live_campaign_without_change_campaign(client):
+    user = get_user_model().objects.create_user("adder", "a@example.org", "pw", is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(codename__in=["add_campaign", "view_campaign"]))
+    client.force_login(user)
+    page = client.get("/admin/campaigns/campaign/add/").content.decode()
+    assert 'name="live"' not in page
+
+
+def test_the_admin_page_carries_the_live_state_it_was_opened_with(operator):
+    campaign = CampaignFactory(live=True, postal_address=ADDRESS)
+    page = operator.get(f"/admin/campaigns/campaign/{campaign.pk}/change/").content.decode()
+    assert 'name="initial-live" value="True"' in page
