@@ -97,3 +97,39 @@ def test_pruning_keeps_recent_and_unfinished_runs(settings):
 
     assert tasks.runs_prune() == 1
     assert CycleRun.objects.count() == 2 and not CycleRun.objects.filter(started_at=old, finished_at=old).exists()
+
+
+def test_duplicate_schedules_left_by_a_race_are_removed():
+    sync()
+    Schedule.objects.create(name="cam: campaign cycles", func="campaigns.tasks.campaign_cycles_fan_out",
+                            schedule_type=Schedule.MINUTES, minutes=15)
+    assert "(duplicate #" in sync()
+    assert Schedule.objects.filter(name="cam: campaign cycles").count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_sync_waits_for_another_one_in_progress_so_two_deploys_never_both_create(database_url):
+    """Rows that do not exist yet cannot be locked: a second sync must wait for the first's lock
+    (an advisory lock on PostgreSQL, the write lock on SQLite), then find the schedules made."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from django.conf import settings as django_settings
+    from django.db import transaction
+
+    from campaigns.management.commands.sync_schedules import _lock_out_other_syncs
+
+    env = {**os.environ, "DATABASE_URL": database_url}
+    with transaction.atomic():
+        _lock_out_other_syncs()  # what a first sync holds while it creates the schedules
+        second = subprocess.Popen([sys.executable, "manage.py", "sync_schedules"], cwd=django_settings.BASE_DIR,
+                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(4)
+        assert second.poll() is None, "the second sync did not wait"
+        sync()  # the first one creates them, then commits
+    out, err = second.communicate(timeout=60)
+    assert second.returncode == 0, err
+    assert "0 change(s)" in out
+    assert Schedule.objects.count() == 3

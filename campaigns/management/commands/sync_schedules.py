@@ -7,11 +7,20 @@ or interval changed is updated; a "cam: " schedule no longer declared is deleted
 
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 from django_q.models import Schedule
 
 from cam_project.schedules import PREFIX, declared
+
+
+def _lock_out_other_syncs() -> None:
+    """Two deploys syncing at once must not both create a schedule: rows that do not exist yet
+    cannot be locked, so PostgreSQL takes a transaction-level advisory lock; SQLite's
+    transactions already take the database's write lock when they begin (settings.py)."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext('cam: sync_schedules'))")
 
 
 class Command(BaseCommand):
@@ -27,8 +36,16 @@ class Command(BaseCommand):
             call_command("createcachetable", verbosity=0)
         changes = []
         with transaction.atomic():
+            _lock_out_other_syncs()
             wanted = {d.name: d for d in declared()}
-            existing = {s.name: s for s in Schedule.objects.select_for_update().filter(name__startswith=PREFIX)}
+            existing = {}
+            for schedule in Schedule.objects.select_for_update().filter(name__startswith=PREFIX).order_by("id"):
+                if schedule.name in existing:  # left by an older version's race: one of each is enough
+                    changes.append(f"deleted  {schedule.name} (duplicate #{schedule.pk})")
+                    if not dry_run:
+                        schedule.delete()
+                    continue
+                existing[schedule.name] = schedule
             for name, d in wanted.items():
                 schedule = existing.get(name)
                 fields = {"func": d.func, "schedule_type": Schedule.MINUTES, "minutes": d.minutes, "repeats": -1,
