@@ -68,13 +68,20 @@ def scheduler_status(*, now: datetime) -> dict:
     from django_q.models import Failure, Schedule, Success
     from django_q.status import Stat
 
-    broker = get_broker()
+    clusters, queued, in_progress, broker_error = [], None, None, None
+    try:  # the queue and the heartbeats may be elsewhere (Redis): the rest is reported without them
+        broker = get_broker()
+        stats = Stat.get_all(broker=broker)
+        queued, in_progress = broker.queue_size(), broker.lock_size()  # lock_size: None for Redis
+    except Exception as exc:
+        broker_error = f"{type(exc).__name__}: {exc}"[:300]
+        stats = []
     clusters = [{
         "cluster": str(stat.cluster_id), "host": stat.host, "pid": stat.pid, "status": stat.status,
         "workers": len(stat.workers), "heartbeat": stat.timestamp.isoformat(),
         "heartbeat_ago_seconds": round((now - stat.timestamp).total_seconds(), 1),
         "uptime_seconds": round(stat.uptime()) if stat.tob else None,
-    } for stat in Stat.get_all(broker=broker)]
+    } for stat in stats]
     last_success = Success.objects.order_by("-stopped").values_list("stopped", flat=True).first()
     failed = Failure.objects.filter(stopped__gte=now - FAILURE_WINDOW)
     recent_failures = [{"name": f.name, "func": f.func, "stopped": f.stopped.isoformat(), "error": str(f.result)[:300]}
@@ -86,8 +93,9 @@ def scheduler_status(*, now: datetime) -> dict:
     return {
         "clusters": clusters,
         "last_task_finished": last_success.isoformat() if last_success else None,
-        "queued_tasks": broker.queue_size(),
-        "tasks_in_progress": broker.lock_size(),  # None where the broker cannot tell (Redis)
+        "queue_error": broker_error,
+        "queued_tasks": queued,
+        "tasks_in_progress": in_progress,
         "failed_tasks_24h": failed.count(),
         "recent_failures": recent_failures,
         "schedules": schedules,

@@ -109,3 +109,16 @@ def test_a_running_cluster_shows_with_its_heartbeat_and_goes_when_stopped(databa
     finally:
         if cluster.poll() is None:
             os.killpg(cluster.pid, signal.SIGKILL)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_unreachable_redis_queue_is_reported_and_the_campaigns_still_are(database_url):
+    from conftest import free_port
+
+    CampaignFactory(name="Still listed")
+    env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    done = subprocess.run([sys.executable, "manage.py", "cam_status"], cwd=settings.BASE_DIR, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "the queue cannot be reached" in done.stdout and "Still listed" in done.stdout
+    assert "Traceback" not in done.stderr

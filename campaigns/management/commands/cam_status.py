@@ -2,7 +2,8 @@
 
 The scheduler first (clusters and their last heartbeat, the queue, failed tasks, schedules),
 then a line per campaign: live or dry, its last run (when, how long, what it sent, its errors),
-today's quota used, who holds its lease, and the sends needing attention.
+today's quota used, who holds its lease, and the sends needing attention. Exits 2 when the
+scheduler's queue (Redis with REDIS_URL) cannot be reached, after printing the rest.
 """
 
 import json
@@ -12,6 +13,9 @@ from django.utils import timezone
 
 from cam_project.validators import printable
 from campaigns.status import status_report
+
+
+EXIT_QUEUE_UNREACHABLE = 2
 
 
 def ago(seconds: float | None) -> str:
@@ -34,14 +38,18 @@ class Command(BaseCommand):
         report = status_report(now=timezone.now())
         if options["json"]:
             self.stdout.write(json.dumps(report, indent=2, default=str))
-            return
-        self._scheduler(report["scheduler"])
-        self._campaigns(report["campaigns"])
+        else:
+            self._scheduler(report["scheduler"])
+            self._campaigns(report["campaigns"])
+        if report["scheduler"]["queue_error"]:
+            raise SystemExit(EXIT_QUEUE_UNREACHABLE)  # for monitoring: everything else was printed
 
     def _scheduler(self, s: dict) -> None:
         w = self.stdout.write
         w("Scheduler")
-        if s["clusters"]:
+        if s["queue_error"]:
+            w(self.style.ERROR(printable(f"  the queue cannot be reached (REDIS_URL?): {s['queue_error']}")))
+        elif s["clusters"]:
             for c in s["clusters"]:
                 w(f"  cluster {c['host']} (pid {c['pid']}): {c['status']}, {c['workers']} workers, "
                   f"heartbeat {ago(c['heartbeat_ago_seconds'])}")
@@ -49,7 +57,7 @@ class Command(BaseCommand):
             w(self.style.WARNING("  no cluster running: start one with `python manage.py qcluster` "
                                  "(scheduled cycles and background imports wait for it)"))
         last = s["last_task_finished"]
-        w(f"  queue: {s['queued_tasks']} waiting"
+        w(f"  queue: {'?' if s['queued_tasks'] is None else s['queued_tasks']} waiting"
           + (f", {s['tasks_in_progress']} in progress" if s["tasks_in_progress"] is not None else "")
           + (f"; last task finished {last[:19].replace('T', ' ')}" if last else "; no task finished yet"))
         failed = s["failed_tasks_24h"]
@@ -101,6 +109,7 @@ class Command(BaseCommand):
             if c["last_run"]:
                 details += [f"last run error: {e}" for e in c["last_run"]["errors"][:3]]
             if details:
-                w(printable(f"\n  #{c['id']} {c['name']}"))
+                w("")
+                w(printable(f"  #{c['id']} {c['name']}"))
                 for d in details:
                     w(printable(f"    {d}"))
