@@ -24,6 +24,19 @@ def no_control_characters(value: str) -> None:
         )
 
 
+_INVISIBLE = re.compile(r"[\s\u200b-\u200d\u2060\ufeff]")
+
+
+def postal_address_text(value: str) -> None:
+    """A postal address: several lines allowed, but no other control character, and something
+    visible (zero-width spaces alone are not an address)."""
+    if has_control_characters((value or "").replace("\r\n", "\n").replace("\n", "")):
+        raise ValidationError("Remove the control characters (tabs, escape sequences) from the address.",
+                              code="control_characters")
+    if value and not _INVISIBLE.sub("", value):
+        raise ValidationError("The address has no visible characters.", code="invisible")
+
+
 def printable(text: str) -> str:
     """`text` for a terminal or a log line: every control character shown as '?'."""
     return _CONTROL.sub("?", str(text or ""))

@@ -5,7 +5,7 @@ from django.db.models import Q
 from django.template import TemplateSyntaxError
 from django.utils import timezone
 
-from cam_project.validators import no_control_characters
+from cam_project.validators import no_control_characters, postal_address_text
 
 CHANNEL_EMAIL = "email"
 CHANNELS = ("email", "linkedin", "phone")
@@ -72,7 +72,7 @@ class Campaign(models.Model):
     )
     live_since = models.DateTimeField(null=True, blank=True)
     postal_address = models.TextField(
-        blank=True, max_length=500,
+        blank=True, max_length=500, validators=[postal_address_text],
         help_text="The sender's postal address for the footer of every email; CAM_POSTAL_ADDRESS when blank. "
                   "A campaign goes live only with one.",
     )

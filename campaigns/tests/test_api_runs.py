@@ -141,3 +141,18 @@ def test_a_user_who_may_only_view_still_sees_the_live_state_and_last_run(db):
     viewer = token_client(user_with_perms("campaigns.view_campaign"))
     body = viewer.get(detail(campaign.pk)).json()
     assert body["live"] is True and body["last_run"] is None
+
+
+@pytest.mark.parametrize("address", ["\u200b", "Main St\x1b[2J", "  \u200b\u2060 ", "A\tB"])
+def test_an_address_of_invisible_or_control_characters_is_a_400(api, address):
+    campaign = CampaignFactory()
+    response = api.patch(detail(campaign.pk), {"postal_address": address, "live": True}, format="json")
+    assert response.status_code == 400 and "postal_address" in response.json()
+    assert Campaign.objects.get(pk=campaign.pk).live is False
+
+
+def test_a_multi_line_address_is_kept_as_written(api):
+    campaign = CampaignFactory()
+    address = "Agency Ltd\r\n1 Main Street\n10115 Berlin"
+    body = api.patch(detail(campaign.pk), {"postal_address": address, "live": True}, format="json").json()
+    assert body["postal_address"] == address and body["live"] is True
