@@ -82,8 +82,8 @@ class CampaignAdmin(admin.ModelAdmin):
         live = obj.live
         obj.live, obj.live_since = Campaign.objects.values_list("live", "live_since").get(pk=obj.pk)
         super().save_model(request, obj, form, change)
-        if "live" not in form.changed_data or live == obj.live:
-            return
+        if "live" not in form.changed_data or live == obj.live or "initial-live" not in request.POST:
+            return  # no switch asked, or a post without the page's hidden initial: nothing to compare
         try:
             updated = campaign_update(campaign=obj, data={"live": live}, now=timezone.now())
         except Refused as exc:  # changed by someone else since the form was checked
