@@ -9,18 +9,23 @@ import logging
 from datetime import timedelta
 
 from django.conf import settings
+from django.db.models.functions import Now
 from django.utils import timezone
 from django_q.tasks import async_task
 
-from campaigns.models import Campaign, CycleRun
+from campaigns.models import Campaign, CycleLease, CycleRun
 from campaigns.runs import cycle_start
 
 logger = logging.getLogger(__name__)
 
 
 def campaign_cycles_fan_out() -> int:
-    """One task per active campaign, so every worker of every machine shares the cycles."""
-    ids = list(Campaign.objects.filter(active=True).order_by("id").values_list("pk", flat=True))
+    """One task per active campaign, so every worker of every machine shares the cycles. A
+    campaign whose cycle runs now (its lease held) is left to it: its task would only say
+    "already running"."""
+    running = CycleLease.objects.exclude(holder="").filter(expires_at__gte=Now()).values("campaign_id")
+    ids = list(Campaign.objects.filter(active=True).exclude(pk__in=running).order_by("id")
+               .values_list("pk", flat=True))
     for campaign_id in ids:
         async_task("campaigns.tasks.campaign_cycle", campaign_id, task_name=f"cycle of campaign {campaign_id}",
                    group="cam-cycles")

@@ -10,7 +10,7 @@ from django.utils import timezone
 from django_q.models import OrmQ, Schedule
 
 from campaigns import tasks
-from campaigns.models import CycleRun
+from campaigns.models import CycleLease, CycleRun
 from campaigns.runs import lease_take
 from campaigns.tests.factories import CampaignFactory, MessageStepFactory
 from leads.tests.factories import LeadFactory
@@ -53,11 +53,17 @@ def test_sync_schedules_updates_a_changed_interval_and_removes_what_is_no_longer
         "cam: campaign cycles", "cam: prune run history", "cam: prune imports", "staff backup"}  # staff's own is left alone
 
 
-def test_the_fan_out_queues_one_task_per_active_campaign():
+def test_the_fan_out_queues_one_task_per_active_campaign_not_already_running():
     active = CampaignFactory.create_batch(3)
     CampaignFactory(active=False)
+    running = CampaignFactory()
+    lease_take(campaign_id=running.pk, holder="busy:1:x")
+    expired = CampaignFactory()
+    lease_take(campaign_id=expired.pk, holder="crashed:2:y")
+    CycleLease.objects.filter(pk=expired.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    active.append(expired)
 
-    assert tasks.campaign_cycles_fan_out() == 3
+    assert tasks.campaign_cycles_fan_out() == 4
 
     queued = [task.task for task in OrmQ.objects.all()]
     assert sorted(t["args"][0] for t in queued) == sorted(c.pk for c in active)
