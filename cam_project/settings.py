@@ -237,7 +237,11 @@ DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", "CAM <cam@localhost>")
 
 # CAM engine.
 APOLLO_API_KEY = env("APOLLO_API_KEY")
+APOLLO_BASE_URL = env("APOLLO_BASE_URL", "https://api.apollo.io").rstrip("/")
 DROPCONTACT_API_KEY = env("DROPCONTACT_API_KEY")
+DROPCONTACT_BASE_URL = env("DROPCONTACT_BASE_URL", "https://api.dropcontact.com").rstrip("/")
+# Seconds to connect to, then to wait for each read from, Apollo or Dropcontact.
+CAM_PROVIDER_TIMEOUT = float(env("CAM_PROVIDER_TIMEOUT", "20"))
 MAKE_WEBHOOK_URL = env("MAKE_WEBHOOK_URL")
 CAM_WEBHOOK_TIMEOUT = float(env("CAM_WEBHOOK_TIMEOUT", "5"))
 CAM_SITE_URL = env("CAM_SITE_URL", "http://127.0.0.1:8000").rstrip("/")

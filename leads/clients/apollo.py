@@ -1,0 +1,101 @@
+"""Apollo.io (SPEC §10, ../shared/INTEGRATIONS.md): people search, then reveal.
+
+Plain functions over a `requests` session. The search (`POST /api/v1/mixed_people/api_search`)
+costs no credits and gives no emails; the reveal (`POST /api/v1/people/bulk_match`, at most 10
+people a call) costs credits per person matched and gives the email. Every failure is a
+leads.clients.http.ProviderError.
+"""
+
+from dataclasses import dataclass
+
+import requests
+from django.conf import settings
+
+from leads.clients.http import BadAnswer, Provider, call
+
+NAME = "Apollo"
+# A source's settings use Apollo's own parameter names (SPEC §10).
+SEARCH_FILTERS = (
+    "person_titles", "person_seniorities", "person_locations", "organization_locations",
+    "organization_num_employees_ranges", "q_keywords", "q_organization_domains_list",
+)
+SENIORITIES = ("owner", "founder", "c_suite", "partner", "vp", "head", "director", "manager", "senior", "entry",
+               "intern")
+REVEAL_BATCH = 10
+MAX_PER_PAGE = 100
+
+
+def provider() -> Provider:
+    return Provider(NAME, settings.APOLLO_BASE_URL + "/api/v1",
+                    {"x-api-key": settings.APOLLO_API_KEY, "Cache-Control": "no-cache"})
+
+
+@dataclass(frozen=True)
+class SearchPage:
+    people: list[dict]
+    page: int
+    total_pages: int
+
+    @property
+    def last(self) -> bool:
+        """No page after this one: the search is exhausted."""
+        return self.page >= self.total_pages or not self.people
+
+
+def search_body(filters: dict, *, page: int, per_page: int) -> dict:
+    """The search request: the known filters that have a value, and the page."""
+    body = {name: filters[name] for name in SEARCH_FILTERS if filters.get(name)}
+    return {**body, "page": page, "per_page": max(1, min(per_page, MAX_PER_PAGE))}
+
+
+def people_search(*, filters: dict, page: int, per_page: int, session: requests.Session) -> SearchPage:
+    data = call(provider(), session, "POST", "/mixed_people/api_search",
+                body=search_body(filters, page=page, per_page=per_page))
+    people = data.get("people")
+    if people is None:
+        people = []
+    if not isinstance(people, list):
+        raise BadAnswer(NAME, "the search answer has no list of people")
+    people = [p for p in people if isinstance(p, dict) and p.get("id")]
+    pagination = data.get("pagination") if isinstance(data.get("pagination"), dict) else {}
+    total_pages = pagination.get("total_pages")
+    return SearchPage(people=people, page=page,
+                      total_pages=total_pages if isinstance(total_pages, int) and total_pages >= 0 else page)
+
+
+def people_reveal(*, people: list[dict], session: requests.Session) -> list[dict]:
+    """The matches (with email) for at most REVEAL_BATCH people found by the search; people
+    Apollo could not match are left out."""
+    if len(people) > REVEAL_BATCH:
+        raise ValueError(f"Apollo reveals at most {REVEAL_BATCH} people a call")
+    if not people:
+        return []
+    data = call(provider(), session, "POST", "/people/bulk_match",
+                body={"details": [{"id": p["id"]} for p in people], "reveal_personal_emails": False})
+    matches = data.get("matches")
+    if not isinstance(matches, list):
+        raise BadAnswer(NAME, "the reveal answer has no list of matches")
+    return [m for m in matches if isinstance(m, dict)]
+
+
+def match_fields(match: dict) -> dict[str, str]:
+    """A match as a lead's fields (the row an import would give), text only."""
+    org = match.get("organization") if isinstance(match.get("organization"), dict) else {}
+
+    def text(value) -> str:
+        return "" if value is None or isinstance(value, (dict, list)) else str(value).strip()
+
+    return {
+        "email": text(match.get("email")),
+        "first_name": text(match.get("first_name")),
+        "last_name": text(match.get("last_name")),
+        "job_title": text(match.get("title")),
+        "company": text(org.get("name")),
+        "company_size": text(org.get("estimated_num_employees")),
+        "industry": text(org.get("industry")),
+        "city": text(match.get("city")),
+        "country": text(match.get("country")),
+        "linkedin_url": text(match.get("linkedin_url")),
+        "time_zone": text(match.get("time_zone")),
+        "email_status": text(match.get("email_status")),
+    }
