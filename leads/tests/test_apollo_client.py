@@ -1,10 +1,7 @@
 """The Apollo client against a local HTTP server answering in the documented shapes
 (../shared/INTEGRATIONS.md); nothing here reaches the internet."""
 
-import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
@@ -13,55 +10,12 @@ from conftest import free_port
 from leads.clients import apollo
 from leads.clients.http import AuthFailed, BadAnswer, OutOfCredits, RateLimited, Unavailable
 
-KEY = "apollo-secret-key"
-
-
-class Replay:
-    """A local server replaying queued answers per path: (status, body, headers, delay)."""
-
-    def __init__(self):
-        self.answers: dict[str, list] = {}
-        self.requests: list[dict] = []
-        self.port = free_port()
-
-    def answer(self, path, status=200, body=None, headers=None, delay=0.0):
-        self.answers.setdefault(path, []).append((status, body, headers or {}, delay))
-
-    def handler(self):
-        replay = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                length = int(self.headers.get("Content-Length") or 0)
-                replay.requests.append({"path": self.path, "headers": dict(self.headers),
-                                        "body": json.loads(self.rfile.read(length) or b"null")})
-                status, body, headers, delay = replay.answers[self.path].pop(0)
-                time.sleep(delay)
-                raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-                self.send_response(status)
-                for name, value in {"Content-Type": "application/json", **headers}.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
-
-            def log_message(self, *args):
-                pass
-
-        return Handler
+KEY = "apollo-secret-key"  # set by the provider_replay fixture
 
 
 @pytest.fixture
-def server(settings):
-    replay = Replay()
-    httpd = ThreadingHTTPServer(("127.0.0.1", replay.port), replay.handler())
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    settings.APOLLO_API_KEY = KEY
-    settings.APOLLO_BASE_URL = f"http://127.0.0.1:{replay.port}"
-    settings.CAM_PROVIDER_TIMEOUT = 1.0
-    yield replay
-    httpd.shutdown()
-    httpd.server_close()
+def server(provider_replay):
+    return provider_replay
 
 
 @pytest.fixture
@@ -80,7 +34,7 @@ def person(i):
 
 
 def test_the_search_sends_the_filters_and_the_key_and_reads_people_and_pages(server, session):
-    server.answer(SEARCH, body={"people": [person(1), person(2)],
+    server.answer("POST", SEARCH, body={"people": [person(1), person(2)],
                                 "pagination": {"page": 2, "per_page": 2, "total_entries": 7, "total_pages": 4}})
     filters = {"person_titles": ["CTO", "VP Engineering"], "person_seniorities": ["c_suite"],
                "organization_num_employees_ranges": ["11,50"], "q_keywords": "", "not_a_filter": "x"}
@@ -100,13 +54,13 @@ def test_the_search_sends_the_filters_and_the_key_and_reads_people_and_pages(ser
     {"people": [person(1)]},  # no pagination: nothing to go on to
 ])
 def test_an_empty_or_last_page_says_the_search_is_exhausted(server, session, body):
-    server.answer(SEARCH, body=body)
+    server.answer("POST", SEARCH, body=body)
     page_number = body.get("pagination", {}).get("page", 1)
     assert apollo.people_search(filters={}, page=page_number, per_page=10, session=session).last
 
 
 def test_the_reveal_asks_for_up_to_ten_people_and_drops_those_not_matched(server, session):
-    server.answer(REVEAL, body={"matches": [
+    server.answer("POST", REVEAL, body={"matches": [
         {"id": "p1", "email": "ann1@firm1.example", "email_status": "verified", "first_name": "Ann1",
          "last_name": "Lee", "title": "CTO", "city": "Berlin", "country": "Germany",
          "linkedin_url": "http://www.linkedin.com/in/ann1", "time_zone": "Europe/Berlin",
@@ -139,7 +93,7 @@ def test_the_reveal_asks_for_up_to_ten_people_and_drops_those_not_matched(server
 ])
 def test_each_failure_is_sorted_into_what_the_cycle_does_about_it(server, session, status, headers, error, stops,
                                                                   words):
-    server.answer(SEARCH, status=status, body={"error": "nope"}, headers=headers)
+    server.answer("POST", SEARCH, status=status, body={"error": "nope"}, headers=headers)
     with pytest.raises(error) as raised:
         apollo.people_search(filters={}, page=1, per_page=10, session=session)
     assert raised.value.stop_source is stops and words in str(raised.value)
@@ -150,13 +104,13 @@ def test_each_failure_is_sorted_into_what_the_cycle_does_about_it(server, sessio
 
 @pytest.mark.parametrize("body", [b"<html>oops</html>", b'{"people": [', b"[1, 2]", b'{"people": "many"}'])
 def test_an_answer_that_is_not_the_documented_json_is_a_bad_answer(server, session, body):
-    server.answer(SEARCH, body=body)
+    server.answer("POST", SEARCH, body=body)
     with pytest.raises(BadAnswer):
         apollo.people_search(filters={}, page=1, per_page=10, session=session)
 
 
 def test_a_server_too_slow_to_answer_is_unavailable_within_the_time_limit(server, session):
-    server.answer(SEARCH, body={"people": []}, delay=2.5)
+    server.answer("POST", SEARCH, body={"people": []}, delay=2.5)
     started = time.monotonic()
     with pytest.raises(Unavailable, match="no answer within 1 s"):
         apollo.people_search(filters={}, page=1, per_page=10, session=session)
