@@ -471,7 +471,7 @@ class _Run:
         if not isinstance(attempt, OutreachAttempt):
             return attempt
         try:
-            sent = self.mailer.send(prepared, limit=settings.CAM_SEND_TIMEOUT_SECONDS)
+            sent = self.mailer.send(prepared)
         except MailServerDown:
             attempt_release(attempt=attempt, lead=lead, now=now)
             raise

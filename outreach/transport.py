@@ -144,13 +144,13 @@ class Mailer:
                 backend.connection.close()
                 backend.connection = None
 
-    def send(self, message: PreparedMessage, *, limit: float) -> SendOutcome:
-        """Hand `message` over within `limit` seconds and say what became of it. Raises
+    def send(self, message: PreparedMessage) -> SendOutcome:
+        """Hand `message` over within `send_seconds` and say what became of it. Raises
         MailServerDown (after closing the connection) when the server refuses our sender."""
         if not self.is_smtp:
             return self._send_other(message)
         smtp = self.backend.connection
-        outcome = _smtp_deliver(smtp, message, limit=limit)
+        outcome = _smtp_deliver(smtp, message, limit=self.send_seconds)
         if outcome.status in (RELEASED, "unknown"):
             self.close()  # the connection is in an unknown state: the next send opens a new one
         if outcome.status == SENDER_REFUSED:
