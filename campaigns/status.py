@@ -7,11 +7,11 @@ scheduler: its clusters' heartbeats, the queue, failed tasks and the schedules. 
 
 from datetime import datetime, timedelta
 
-from django.db.models import Count, OuterRef, Q, Subquery
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from campaigns.models import Campaign, CycleLease, CycleRun
-from campaigns.runs import lease_state, run_state
+from campaigns.runs import last_runs, lease_state, run_state
 from cam_project.schedules import PREFIX
 from outreach.limits import quota_day
 from outreach.models import OutreachAttempt
@@ -34,19 +34,17 @@ def run_summary(run: CycleRun | None, lease: CycleLease | None, now: datetime) -
 def campaigns_status(*, now: datetime, campaigns=None) -> list[dict]:
     """One row per campaign (all by default) in a fixed number of queries."""
     start, end = quota_day(now)
-    latest = CycleRun.objects.filter(campaign=OuterRef("pk")).order_by("-started_at", "-id").values("pk")[:1]
     rows = list(
         (campaigns if campaigns is not None else Campaign.objects.all())
         .order_by("id")
         .annotate(
-            last_run_id=Subquery(latest),
             quota_used=Count("attempts", filter=Q(
                 attempts__created_at__gte=start, attempts__created_at__lt=end,
                 attempts__status__in=OutreachAttempt.QUOTA_STATUSES)),
             attention=Count("attempts", filter=Q(attempts__status__in=OutreachAttempt.ATTENTION_STATUSES)),
         )
     )
-    runs = CycleRun.objects.in_bulk([c.last_run_id for c in rows if c.last_run_id])
+    runs = last_runs([c.pk for c in rows])
     leases = CycleLease.objects.in_bulk([c.pk for c in rows])
     report = []
     for campaign in rows:
@@ -56,7 +54,7 @@ def campaigns_status(*, now: datetime, campaigns=None) -> list[dict]:
             "pause_reason": campaign.pause_reason or None,
             "quota_used": campaign.quota_used, "quota": campaign.max_emails_per_day,
             "lease": lease_state(lease, now), "needs_attention": campaign.attention,
-            "last_run": run_summary(runs.get(campaign.last_run_id), lease, now),
+            "last_run": run_summary(runs.get(campaign.pk), lease, now),
         })
     return report
 

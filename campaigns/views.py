@@ -8,14 +8,13 @@ from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
-from django.db.models import OuterRef, Subquery
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from cam_project.api import run_permissions
 from campaigns.models import CHANNELS, Campaign, CycleLease, CycleRun
-from campaigns.runs import cycle_start, lease_state, run_state
+from campaigns.runs import cycle_start, last_runs, lease_state, run_state
 from campaigns.services import (
     EDITABLE_FIELDS,
     Refused,
@@ -56,21 +55,14 @@ def _progress(metrics) -> float:
 RECENT_RUNS = 10
 
 
-def _with_last_run(campaigns):
-    """Each campaign with its latest run's start, what it sent and whether it was dry."""
-    latest = CycleRun.objects.filter(campaign=OuterRef("pk")).order_by("-started_at", "-id")
-    return campaigns.annotate(**{
-        f"last_run_{field}": Subquery(latest.values(field)[:1])
-        for field in ("started_at", "finished_at", "sent", "dry_run", "error_count")
-    })
-
-
 @login_required
 @permission_required("campaigns.view_campaign", raise_exception=True)
 def dashboard(request):
-    campaigns = campaigns_with_metrics(_with_last_run(Campaign.objects.order_by("-active", "-created_at")))
+    campaigns = campaigns_with_metrics(Campaign.objects.order_by("-active", "-created_at"))
+    runs = last_runs([campaign.pk for campaign in campaigns])
     for campaign in campaigns:
         campaign.progress = _progress(campaign.metrics)
+        campaign.last_run = runs.get(campaign.pk)
     totals = {
         "campaigns": len(campaigns),
         "active": sum(c.active for c in campaigns),
