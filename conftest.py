@@ -217,3 +217,12 @@ def provider_replay(settings):
     yield replay
     httpd.shutdown()
     httpd.server_close()
+
+
+@pytest.fixture
+def http_session():
+    """A requests session for the provider clients, closed after the test."""
+    import requests
+
+    with requests.Session() as session:
+        yield session
