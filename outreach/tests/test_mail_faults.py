@@ -112,16 +112,21 @@ def test_a_message_that_cannot_be_built_is_failed_with_its_reason_and_uses_no_qu
     assert sorted(smtp_server.recipients()) == sorted(lead.email for lead in fine)
 
 
-def test_a_slow_server_cannot_hold_the_cycle_past_its_budget(smtp_server, now):
-    campaign = CampaignFactory(max_emails_per_day=50)
-    due_leads(campaign, 20, now)
+def answer_data_after(smtp_server, seconds: float) -> None:
+    """The server takes each message, then waits `seconds` before accepting it."""
     accept = smtp_server.handle_DATA
 
     async def slow(server, session, envelope):
-        await asyncio.sleep(0.4)
+        await asyncio.sleep(seconds)
         return await accept(server, session, envelope)
 
     smtp_server.handle_DATA = slow
+
+
+def test_a_slow_server_cannot_hold_the_cycle_past_its_budget(smtp_server, now):
+    campaign = CampaignFactory(max_emails_per_day=50)
+    due_leads(campaign, 20, now)
+    answer_data_after(smtp_server, 0.4)
     started = time.monotonic()
     result = cycle_run(campaign=campaign, now=now, dry_run=False, budget_seconds=1.5)
     elapsed = time.monotonic() - started
@@ -138,13 +143,7 @@ def test_a_send_started_before_the_budget_ends_gets_its_whole_time_limit(smtp_se
     sends, never one under way (that would make its outcome unknown)."""
     campaign = CampaignFactory(max_emails_per_day=50)
     due_leads(campaign, 3, now)
-    accept = smtp_server.handle_DATA
-
-    async def slow(server, session, envelope):
-        await asyncio.sleep(1.3)
-        return await accept(server, session, envelope)
-
-    smtp_server.handle_DATA = slow
+    answer_data_after(smtp_server, 1.3)
     result = cycle_run(campaign=campaign, now=now, dry_run=False, budget_seconds=1.0)
 
     assert (result.outreach_sent, result.outreach_unknown, result.stopped_phases) == (1, 0, [])
@@ -155,13 +154,7 @@ def test_each_claim_is_dated_when_it_is_made_not_when_the_cycle_started(smtp_ser
     """Past midnight, a claim dated at the cycle's start would count on the previous day's quota."""
     campaign = CampaignFactory(max_emails_per_day=50)
     due_leads(campaign, 2, now)
-    accept = smtp_server.handle_DATA
-
-    async def slow(server, session, envelope):
-        await asyncio.sleep(1.2)
-        return await accept(server, session, envelope)
-
-    smtp_server.handle_DATA = slow
+    answer_data_after(smtp_server, 1.2)
     cycle_run(campaign=campaign, now=now, dry_run=False)
 
     first, second = OutreachAttempt.objects.order_by("created_at", "id")
