@@ -220,6 +220,22 @@ def provider_replay(settings):
 
 
 @pytest.fixture
+def fake_providers(settings):
+    """leads.fake_providers serving a directory of 240 made-up people, with Apollo's and
+    Dropcontact's base URLs and keys pointing at it."""
+    from leads.fake_providers import FakeProviders
+
+    fake = FakeProviders()
+    url = fake.start()
+    settings.APOLLO_API_KEY, settings.APOLLO_BASE_URL = "apollo-secret-key", url
+    settings.DROPCONTACT_API_KEY, settings.DROPCONTACT_BASE_URL = "dropcontact-secret", url
+    settings.CAM_PROVIDER_TIMEOUT = 5.0
+    fake.url = url
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
 def http_session():
     """A requests session for the provider clients, closed after the test."""
     import requests

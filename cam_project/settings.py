@@ -242,6 +242,13 @@ DROPCONTACT_API_KEY = env("DROPCONTACT_API_KEY")
 DROPCONTACT_BASE_URL = env("DROPCONTACT_BASE_URL", "https://api.dropcontact.com").rstrip("/")
 # Seconds to connect to, then to wait for each read from, Apollo or Dropcontact.
 CAM_PROVIDER_TIMEOUT = float(env("CAM_PROVIDER_TIMEOUT", "20"))
+# Dropcontact answers within a minute or so: a cycle that submitted leads asks for their results
+# every CAM_DROPCONTACT_POLL_SECONDS for up to CAM_DROPCONTACT_WAIT_SECONDS (within the cycle's
+# budget); what is not ready then is asked for by the next cycle. A request still not ready after
+# CAM_DROPCONTACT_GIVE_UP_HOURS is given up, and its leads are enriched without Dropcontact.
+CAM_DROPCONTACT_POLL_SECONDS = float(env("CAM_DROPCONTACT_POLL_SECONDS", "10"))
+CAM_DROPCONTACT_WAIT_SECONDS = float(env("CAM_DROPCONTACT_WAIT_SECONDS", "60"))
+CAM_DROPCONTACT_GIVE_UP_HOURS = float(env("CAM_DROPCONTACT_GIVE_UP_HOURS", "24"))
 MAKE_WEBHOOK_URL = env("MAKE_WEBHOOK_URL")
 CAM_WEBHOOK_TIMEOUT = float(env("CAM_WEBHOOK_TIMEOUT", "5"))
 CAM_SITE_URL = env("CAM_SITE_URL", "http://127.0.0.1:8000").rstrip("/")

@@ -1,6 +1,8 @@
 """Validators shared by the apps' models, forms and serializers."""
 
 import re
+import zoneinfo
+from functools import cache
 
 from django.core.exceptions import ValidationError
 
@@ -40,3 +42,20 @@ def postal_address_text(value: str) -> None:
 def printable(text: str) -> str:
     """`text` for a terminal or a log line: every control character shown as '?'."""
     return _CONTROL.sub("?", str(text or ""))
+
+
+@cache
+def _time_zones() -> dict[str, str]:
+    return {name.lower(): name for name in zoneinfo.available_timezones()}
+
+
+def time_zone_name(text: str) -> str | None:
+    """The IANA name of a time zone as written ("europe/paris" → "Europe/Paris"), or None."""
+    return _time_zones().get((text or "").strip().lower())
+
+
+def time_zone(value: str) -> None:
+    """A time zone by its IANA name (Europe/Paris, America/New_York), or nothing."""
+    if value and time_zone_name(value) != value:
+        raise ValidationError(f"{printable(value)[:64]!r} is not a time zone: use an IANA name such as Europe/Paris.",
+                              code="time_zone")

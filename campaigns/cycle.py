@@ -111,7 +111,8 @@ def cycle_run(
     discovered = phase("discover", lambda: leads_discover(
         campaign=campaign, now=now, limit=max_new_leads or settings.CAM_MAX_NEW_LEADS))
     enriched = phase("enrich", lambda: leads_enrich(
-        campaign=campaign, now=now, limit=max_enriched or settings.CAM_MAX_ENRICHED, actor=actor))
+        campaign=campaign, now=now, limit=max_enriched or settings.CAM_MAX_ENRICHED, actor=actor,
+        deadline=deadline))
     for done in (discovered, enriched):
         if done:
             result.notes += done.notes

@@ -71,6 +71,14 @@ class Campaign(models.Model):
         help_text="Scheduled cycles send real email only for live campaigns; the others run dry.",
     )
     live_since = models.DateTimeField(null=True, blank=True)
+    apollo_credits_per_day = models.PositiveIntegerField(
+        default=25, validators=[MaxValueValidator(100_000)],
+        help_text="Apollo.io credits the campaign may spend a day revealing emails (one per person revealed).",
+    )
+    dropcontact_credits_per_day = models.PositiveIntegerField(
+        default=100, validators=[MaxValueValidator(100_000)],
+        help_text="Dropcontact credits the campaign may spend a day (one per lead submitted with its email).",
+    )
     postal_address = models.TextField(
         blank=True, max_length=500, validators=[postal_address_text],
         help_text="The sender's postal address for the footer of every email; CAM_POSTAL_ADDRESS when blank. "

@@ -19,7 +19,7 @@ from rest_framework.response import Response
 
 from cam_project.api import ActionPermissions, ErrorSerializer, JSONParser, Pagination, query_param
 from cam_project.uploads import UploadTooLarge, uploaded_file
-from cam_project.validators import no_control_characters
+from cam_project.validators import no_control_characters, time_zone
 from campaigns.models import Campaign
 from leads.import_jobs import import_in_background, import_job_note, import_job_queue
 from leads.importing import leads_import_upload, leads_insert
@@ -35,7 +35,7 @@ class LeadSerializer(serializers.ModelSerializer):
     class Meta:
         model = Lead
         fields = ["id", "campaign", "email", "first_name", "last_name", "company", "job_title", "company_size",
-                  "industry", "status", "score", "tags", "email_valid", "email_verification", "enrichment",
+                  "industry", "city", "country", "linkedin_url", "website", "timezone", "status", "score", "tags", "email_valid", "email_verification", "enrichment",
                   "source_data", "attempt_count", "next_action_at", "stopped_reason", "first_contacted_at",
                   "last_contacted_at", "replied_at", "created_at", "updated_at"]
         read_only_fields = fields
@@ -55,6 +55,12 @@ class LeadDetailsSerializer(serializers.Serializer):
     job_title = serializers.CharField(max_length=200, **_ONE_LINE)
     company_size = serializers.CharField(max_length=50, **_ONE_LINE)
     industry = serializers.CharField(max_length=100, **_ONE_LINE)
+    city = serializers.CharField(max_length=100, **_ONE_LINE)
+    country = serializers.CharField(max_length=100, **_ONE_LINE)
+    linkedin_url = serializers.CharField(max_length=300, **_ONE_LINE)
+    website = serializers.CharField(max_length=300, **_ONE_LINE)
+    timezone = serializers.CharField(max_length=64, required=False, allow_blank=True, validators=[time_zone],
+                                     help_text="IANA name, e.g. Europe/Paris")
 
 
 class LeadInputSerializer(LeadDetailsSerializer):

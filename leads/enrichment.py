@@ -29,12 +29,9 @@ _SENIORITY = (
     ("director", r"\bdirector\b"),
     ("manager", r"\b(manager|lead|principal)\b"),
 )
-# Extra source columns worth carrying into the enrichment data, under a stable name.
-_EXTRA_KEYS = {
-    "website": "website", "company website": "website", "domain": "website",
-    "linkedin": "linkedin_url", "linkedin url": "linkedin_url", "linkedin_url": "linkedin_url",
-    "city": "city", "country": "country", "phone": "phone", "location": "location",
-}
+# Extra source columns worth carrying into the enrichment data, under a stable name (website,
+# LinkedIn, city, country and time zone are the lead's own fields).
+_EXTRA_KEYS = {"domain": "website", "phone": "phone", "location": "location"}
 
 
 class EnricherSkipped(Exception):
@@ -87,15 +84,10 @@ def source_fields_enrich(leads: list[Lead]) -> dict[int, dict]:
     return found
 
 
-def dropcontact_enrich(leads: list[Lead]) -> dict[int, dict]:
-    if not settings.DROPCONTACT_API_KEY:
-        raise EnricherSkipped("DROPCONTACT_API_KEY is not set")
-    raise EnricherSkipped("the Dropcontact client is not part of this version of CAM yet")
-
-
+# Dropcontact is asynchronous (submit, then ask for results): leads.dropcontact_enrichment,
+# called by leads.services.leads_enrich before these.
 ENRICHERS: dict[str, Callable[[list[Lead]], dict[int, dict]]] = {
     "source": source_fields_enrich,
-    "dropcontact": dropcontact_enrich,
 }
 
 

@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import BinaryIO
 
 from campaigns.models import Campaign
+from leads.apollo_source import apollo_discover
 from leads.models import Lead, LeadSource
 from leads.rows import LeadRow, RowProblem, csv_rows
 from leads.services import PhaseResult
-from leads.sources import SOURCES, SourceSkipped, lead_text, open_lead_file, source_file_version
+from leads.sources import SOURCES, lead_text, open_lead_file, source_file_version
 
 # Suppression is outreach's table, but no lead may be created for a suppressed address.
 from outreach.models import Suppression
@@ -160,6 +161,9 @@ def leads_discover(*, campaign: Campaign, now: datetime, limit: int) -> PhaseRes
         read = SOURCES.get(source.kind)
         source.last_error = ""
         version = source_file_version(source)
+        if source.kind == LeadSource.Kind.APOLLO:
+            _apollo_discover(source, label, now, max(limit - result.count, 0), result)
+            continue
         try:
             if read is None:
                 raise ValueError(f"unknown kind {source.kind!r}")
@@ -167,8 +171,6 @@ def leads_discover(*, campaign: Campaign, now: datetime, limit: int) -> PhaseRes
                 campaign=campaign, rows=read(source), now=now, source=source,
                 limit=max(limit - result.count, 0),
             )
-        except SourceSkipped as exc:
-            result.notes.append(f"{label} skipped: {exc}")
         except Exception as exc:
             logger.exception("lead source %s of campaign %s failed", source.pk, campaign.pk)
             source.last_error = str(exc)
@@ -182,3 +184,22 @@ def leads_discover(*, campaign: Campaign, now: datetime, limit: int) -> PhaseRes
         source.last_run_at = now
         source.save(update_fields=["last_run_at", "last_error", "reported_file_version"])
     return result
+
+
+def _apollo_discover(source: LeadSource, label: str, now: datetime, limit: int, result: PhaseResult) -> None:
+    run = apollo_discover(source=source, now=now, limit=limit)
+    source.last_error, source.last_run_at = run.error, now
+    source.save(update_fields=["last_run_at", "last_error"])
+    if run.skipped:
+        result.notes.append(f"{label} skipped: {run.skipped}")
+        return
+    result.count += run.imported
+    if run.revealed:
+        emailless = f", {run.without_email} without an email (not inserted)" if run.without_email else ""
+        result.notes.append(f"{label}: {run.revealed} people revealed for {run.credits} Apollo credits"
+                            f"{emailless}, {run.imported} new leads")
+    result.notes += [f"{label}: {note}" for note in run.notes]
+    if run.rejected:
+        result.notes.append(_problems_note(label, run.rejected))
+    if run.error:
+        result.errors.append(f"{label}: {run.error}")

@@ -4,7 +4,7 @@ from django.db.models.functions import Lower
 from django.conf import settings
 from django.utils import timezone
 
-from cam_project.validators import no_control_characters
+from cam_project.validators import no_control_characters, time_zone
 
 from campaigns.models import Campaign
 
@@ -23,8 +23,14 @@ class LeadSource(models.Model):
     name = models.CharField(max_length=200, blank=True)
     kind = models.CharField(max_length=20, choices=Kind.choices)
     settings = models.JSONField(
-        default=dict, blank=True, help_text='For CSV: {"path": "data/sample_leads.csv"}.'
+        default=dict, blank=True,
+        help_text='For CSV: {"path": "<file under CAM_IMPORT_DIR>"}. For Apollo: its search filters '
+                  '(person_titles, person_seniorities, …) and per_cycle (SPEC §10).',
     )
+    # Where an API source stopped (Apollo: the search page and how far into it, whether the
+    # search is exhausted, until when Apollo asked to wait). Written only by the source; reset
+    # when the settings change.
+    state = models.JSONField(default=dict, blank=True, editable=False)
     active = models.BooleanField(default=True)
     last_run_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
@@ -60,6 +66,17 @@ class Lead(models.Model):
     job_title = models.CharField(max_length=200, blank=True, validators=[no_control_characters])
     company_size = models.CharField(max_length=50, blank=True, validators=[no_control_characters])
     industry = models.CharField(max_length=100, blank=True, validators=[no_control_characters])
+    city = models.CharField(max_length=100, blank=True, validators=[no_control_characters])
+    country = models.CharField(max_length=100, blank=True, validators=[no_control_characters])
+    linkedin_url = models.CharField(max_length=300, blank=True, validators=[no_control_characters])
+    website = models.CharField(max_length=300, blank=True, validators=[no_control_characters])
+    # The record's id at an API source ("apollo:<person id>"): a person already here is never
+    # revealed (paid for) again.
+    external_id = models.CharField(max_length=100, blank=True, editable=False)
+    # Set while a provider (Dropcontact) works on the lead: it is not emailed or submitted again.
+    enrichment_request = models.ForeignKey(
+        "EnrichmentRequest", on_delete=models.SET_NULL, null=True, blank=True, related_name="leads", editable=False
+    )
 
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.NEW)
     score = models.FloatField(default=0.0)
@@ -82,6 +99,10 @@ class Lead(models.Model):
     enriched_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
+    # Last among the fields: the name hides django.utils.timezone in the rest of the class body.
+    timezone = models.CharField(
+        max_length=64, blank=True, validators=[time_zone], help_text="IANA name, e.g. Europe/Paris."
+    )
 
     class Meta:
         ordering = ["-score", "id"]
@@ -89,6 +110,9 @@ class Lead(models.Model):
             models.UniqueConstraint(fields=["campaign", "email"], name="lead_unique_email_per_campaign"),
             models.CheckConstraint(condition=Q(email=Lower("email")), name="lead_email_lower_case"),
             models.CheckConstraint(condition=Q(score__gte=0) & Q(score__lte=1), name="lead_score_0_to_1"),
+            models.UniqueConstraint(
+                fields=["campaign", "external_id"], condition=~Q(external_id=""), name="lead_unique_external_id"
+            ),
         ]
         indexes = [
             # The metrics aggregate and the console's status filter.
@@ -197,3 +221,78 @@ class ImportJob(models.Model):
 
     def __str__(self) -> str:
         return f"{self.file_name} → campaign {self.campaign_id} ({self.status})"
+
+
+class EnrichmentRequest(models.Model):
+    """A batch of leads submitted to an asynchronous enricher (Dropcontact): its request id, and
+    the leads in the order they were sent (the results come back in that order). Its leads
+    point to it while it is pending: they are not emailed and not submitted again."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="enrichment_requests")
+    provider = models.CharField(max_length=20)
+    request_id = models.CharField(max_length=200)
+    lead_ids = models.JSONField(default=list, help_text="The leads submitted, in the order sent.")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    submitted_at = models.DateTimeField(default=timezone.now)
+    polled_at = models.DateTimeField(null=True, blank=True)
+    polls = models.PositiveIntegerField(default=0)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    note = models.CharField(max_length=300, blank=True, help_text="The provider's last word: not ready, why it failed.")
+
+    class Meta:
+        ordering = ["submitted_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["provider", "request_id"], name="enrichment_request_unique_id"),
+        ]
+        indexes = [
+            models.Index(fields=["campaign", "submitted_at"], name="enrichment_request_pending",
+                         condition=Q(status="pending")),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider} {self.request_id} ({self.status})"
+
+
+class ApiUsage(models.Model):
+    """One call to a lead-data provider that costs credits (an Apollo reveal, a Dropcontact
+    submission): reserved against the campaign's daily budget before the call, under the
+    campaign's row lock, then settled with what the provider answered. Written only by
+    leads.credits."""
+
+    class Provider(models.TextChoices):
+        APOLLO = "apollo", "Apollo.io"
+        DROPCONTACT = "dropcontact", "Dropcontact"
+
+    class Outcome(models.TextChoices):
+        RESERVED = "reserved", "Under way"
+        DONE = "done", "Done"
+        # Refused with an answer (401, 402, 429, 4xx, 5xx): nothing was charged.
+        REFUSED = "refused", "Refused"
+        # No usable answer (timeout, cut connection): the credits count as spent.
+        UNKNOWN = "unknown", "Outcome unknown"
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="api_usage")
+    source = models.ForeignKey(LeadSource, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    provider = models.CharField(max_length=20, choices=Provider.choices)
+    day = models.DateField(help_text="The calendar day (TIME_ZONE) the credits count against.")
+    endpoint = models.CharField(max_length=100)
+    asked = models.PositiveIntegerField(default=0, help_text="People or contacts in the call.")
+    credits = models.PositiveIntegerField(default=0, help_text="Credits counted: reserved, then as charged.")
+    outcome = models.CharField(max_length=10, choices=Outcome.choices, default=Outcome.RESERVED)
+    response = models.JSONField(null=True, blank=True, help_text="What the provider returned.")
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = verbose_name_plural = "API usage"
+        indexes = [models.Index(fields=["campaign", "provider", "day"], name="api_usage_campaign_day")]
+
+    def __str__(self) -> str:
+        return f"{self.provider} {self.endpoint} {self.credits} credits ({self.outcome})"

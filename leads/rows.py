@@ -15,7 +15,7 @@ from typing import TextIO
 
 from email_validator import EmailNotValidError, validate_email
 
-from cam_project.validators import has_control_characters
+from cam_project.validators import has_control_characters, time_zone_name
 from leads.models import Lead
 
 # The lead fields a source may fill, and the column names exports use for them, most specific
@@ -35,6 +35,11 @@ FIELD_ALIASES: dict[str, tuple[str, ...]] = {
     "company_size": ("company_size", "company size", "number of employees", "# employees", "employees",
                      "employee count", "headcount"),
     "industry": ("industry", "sector", "vertical"),
+    "city": ("city", "person city", "town"),
+    "country": ("country", "person country"),
+    "linkedin_url": ("linkedin_url", "person linkedin url", "linkedin url", "linkedin", "linkedin profile"),
+    "website": ("website", "company website", "website url", "company url", "company domain"),
+    "timezone": ("timezone", "time zone", "person time zone"),
 }
 LEAD_FIELDS = tuple(FIELD_ALIASES)
 # A whole name, split into first and last name when a row has neither ("Full Name", "Name").
@@ -201,6 +206,13 @@ def lead_row_clean(line: int, values: dict[str, str], extra: dict[str, str] | No
             return RowProblem(line, email, f"{name} contains control characters", name)
         fields[name] = value
     extra, cuts = _extra_capped(extra)
+    if fields["timezone"] and not time_zone_name(fields["timezone"]):
+        # Kept as given, but not used to time emails: a lead is not refused for its time zone.
+        extra.setdefault("time zone", fields["timezone"])
+        cuts.append(f"time zone {fields['timezone'][:40]!r} is not an IANA name (such as Europe/Paris): not used")
+        fields["timezone"] = ""
+    elif fields["timezone"]:
+        fields["timezone"] = time_zone_name(fields["timezone"])
     return LeadRow(line=line, email=email, fields=fields, extra=extra, cuts=cuts)
 
 

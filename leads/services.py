@@ -13,13 +13,19 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import transaction
+from django.conf import settings
+from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from campaigns.models import Campaign
+from leads.dropcontact_enrichment import dropcontact_apply, dropcontact_run
 from leads.enrichment import ENRICHERS, EnricherSkipped, email_verify, lead_score
 from leads.models import TAG_DO_NOT_CONTACT, Lead, LeadEvent
+from leads.rows import email_normalise, email_syntax_error
+
+# Suppression is outreach's table, but no lead may be given a suppressed address.
+from outreach.models import Suppression
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +39,8 @@ LAST_STEP_REPLY_WAIT_DAYS = 7
 # Failed sends of one step before CAM stops trying that lead (a failure leaves the status as is).
 MAX_SEND_FAILURES = 3
 # Lead fields an enricher may set (see leads.enrichment).
-ENRICHABLE_FIELDS = ("first_name", "last_name", "company", "job_title", "company_size", "industry")
+ENRICHABLE_FIELDS = ("first_name", "last_name", "company", "job_title", "company_size", "industry", "city", "country",
+                     "linkedin_url", "website", "timezone")
 
 _TRANSITIONS = {
     Status.NEW: {Status.ENRICHED, Status.CONTACTED, Status.QUALIFIED, Status.REPLIED, Status.LOST},
@@ -329,22 +336,36 @@ class PhaseResult:
 
 # What enrichment writes; a lead still NEW and unchanged since it was read takes all of them.
 _ENRICHMENT_WRITES = (*ENRICHABLE_FIELDS, "enrichment", "email_verification", "email_valid", "score", "status",
-                      "enriched_at", "next_action_at", "stopped_reason", "updated_at")
+                      "enriched_at", "next_action_at", "stopped_reason", "enrichment_request", "updated_at")
 
 
-def leads_enrich(*, campaign: Campaign, now: datetime, limit: int, actor: Actor | None = None) -> PhaseResult:
+def leads_enrich(
+    *, campaign: Campaign, now: datetime, limit: int, actor: Actor | None = None, deadline: float | None = None
+) -> PhaseResult:
     """Enrich, verify and score up to `limit` NEW leads of the campaign, oldest first.
 
-    Enrichment runs outside any transaction (enrichers may call slow services); what it found
-    is written only to leads that are still NEW and unchanged since they were read, under their
-    row locks. A lead another cycle enriched and emailed meanwhile, or that staff changed, is
-    left as it is now (it is never sent back to ENRICHED and due again).
+    With DROPCONTACT_API_KEY set, a lead is enriched once Dropcontact's results for it are in
+    (leads.dropcontact_enrichment): until then it stays NEW, and is not emailed. Enrichment runs
+    outside any transaction (enrichers call slow services); what it found is written only to
+    leads that are still NEW and unchanged since they were read, under their row locks. A lead
+    another cycle enriched and emailed meanwhile, or that staff changed, is left as it is now
+    (it is never sent back to ENRICHED and due again).
     """
     result = PhaseResult()
     actor = actor or Actor.cycle(campaign)
-    leads = list(Lead.objects.filter(campaign=campaign, status=Status.NEW).order_by("created_at", "id")[:limit])
+    new = Lead.objects.filter(campaign=campaign, status=Status.NEW)
+    provided: dict[int, dict] = {}
+    if settings.DROPCONTACT_API_KEY:
+        run = dropcontact_run(campaign=campaign, now=now, limit=limit, deadline=deadline)
+        result.notes += run.notes
+        result.errors += [f"dropcontact enrichment: {error}" for error in run.errors]
+        provided = run.results
+        new = new.filter(pk__in=[*run.results, *run.given_up])
+    leads = list(new.order_by("created_at", "id")[:limit])
     if not leads:
         return result
+    if not settings.DROPCONTACT_API_KEY:
+        result.notes.append("dropcontact enrichment skipped: DROPCONTACT_API_KEY is not set")
     as_read = {lead.pk: lead.updated_at for lead in leads}
     found_by_enricher = []
     for name, enrich in ENRICHERS.items():
@@ -355,26 +376,31 @@ def leads_enrich(*, campaign: Campaign, now: datetime, limit: int, actor: Actor 
         except Exception as exc:
             logger.exception("enricher %s failed for campaign %s", name, campaign.pk)
             result.errors.append(f"{name} enrichment: {exc}")
+    replaced: dict[int, str] = {}
     for lead in leads:
+        verification = _dropcontact_verdict(lead, provided.get(lead.pk), replaced)
         lead_apply_enrichment(
             lead=lead,
             found=[found[lead.pk] for found in found_by_enricher if lead.pk in found],
-            verification=email_verify(lead.email),
+            verification=verification or email_verify(lead.email),
             now=now,
         )
+        lead.enrichment_request = None
     with transaction.atomic():
         unchanged = {
             pk for pk, updated_at in Lead.objects.select_for_update()
             .filter(pk__in=as_read, status=Status.NEW).order_by("pk").values_list("pk", "updated_at")
             if as_read[pk] == updated_at
         }
-        fresh = [lead for lead in leads if lead.pk in unchanged]
+        fresh = [lead for lead in leads if lead.pk in unchanged and _email_write(lead, replaced, result)]
         Lead.objects.bulk_update(fresh, _ENRICHMENT_WRITES, batch_size=200)
         events = []
         for lead in fresh:
             score = f"score {lead.score:g}"
+            if lead.pk in replaced:
+                score += f"; address {replaced[lead.pk]} replaced by {lead.email} (Dropcontact)"
             events.append(LeadEvent(lead=lead, kind=LeadEvent.Kind.ENRICHED, from_status=Status.NEW,
-                                    to_status=lead.status, reason=score, actor=actor.label, created_at=now))
+                                    to_status=lead.status, reason=score[:300], actor=actor.label, created_at=now))
             if lead.next_action_at is None and lead.stopped_reason:
                 events.append(LeadEvent(lead=lead, kind=LeadEvent.Kind.STOPPED, from_status=lead.status,
                                         to_status=lead.status, reason=lead.stopped_reason, actor=actor.label,
@@ -384,3 +410,41 @@ def leads_enrich(*, campaign: Campaign, now: datetime, limit: int, actor: Actor 
         result.notes.append(f"{len(leads) - len(fresh)} lead(s) changed while being enriched: left as they are now")
     result.count = sum(1 for lead in fresh if lead.status == Status.ENRICHED)
     return result
+
+
+def _dropcontact_verdict(lead: Lead, found: dict | None, replaced: dict[int, str]) -> dict | None:
+    """Apply Dropcontact's result to `lead`; its verdict on the address, if it gave one. A
+    replacement address that is suppressed, already a lead of the campaign, or not usable is
+    not taken: the lead keeps its own, found invalid."""
+    if not found:
+        return None
+    own = lead.email
+    verdict = dropcontact_apply(lead=lead, result=found)
+    if verdict.get("replaced"):
+        candidate = email_normalise(lead.email)
+        blocked = (email_syntax_error(candidate) or not candidate.rpartition("@")[0].isascii()
+                   or Suppression.objects.filter(email=candidate).exists()
+                   or Lead.objects.filter(campaign_id=lead.campaign_id, email=candidate).exists())
+        if blocked:
+            lead.email = own
+            return {"valid": False, "reason": f"Dropcontact: {verdict['replaced_qualification'] or 'not verified'}",
+                    "checked_by": "dropcontact", "qualification": verdict["replaced_qualification"]}
+        lead.email = candidate
+        replaced[lead.pk] = own
+    if verdict:
+        lead.enrichment["dropcontact"] = {"emails": found["emails"], **{k: v for k, v in found["fields"].items() if v}}
+    return verdict or None
+
+
+def _email_write(lead: Lead, replaced: dict[int, str], result: PhaseResult) -> bool:
+    """Give the lead the address Dropcontact found, where it is still free; False (the lead is
+    not written this cycle) when another lead of the campaign took it meanwhile."""
+    if lead.pk not in replaced:
+        return True
+    try:
+        with transaction.atomic():
+            Lead.objects.filter(pk=lead.pk).update(email=lead.email)
+    except IntegrityError:
+        result.notes.append(f"{lead.email}: Dropcontact's address for lead {lead.pk} is already a lead: left as it is")
+        return False
+    return True

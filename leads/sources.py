@@ -1,9 +1,6 @@
-"""Lead sources: `kind` → a function that yields rows for a LeadSource; and the files of CSV
-sources, which live under CAM_IMPORT_DIR and nowhere else.
-
-Each function takes the LeadSource and yields LeadRow (or RowProblem for a row it had to reject).
-It raises SourceSkipped when it cannot run for a reason the operator can fix (no API key), and
-any other exception for a real failure; the cycle reports both and goes on.
+"""Lead sources read as rows (`kind` → a function that yields LeadRow, or RowProblem for a row
+it had to reject, and raises for a failure the cycle reports); and the files of CSV sources,
+which live under CAM_IMPORT_DIR and nowhere else. The Apollo source is leads.apollo_source.
 """
 
 import codecs
@@ -27,10 +24,6 @@ from leads.models import LeadSource
 from leads.rows import LeadFileError, LeadRow, RowProblem, csv_rows
 
 _CHUNK_BYTES = 1024 * 1024
-
-
-class SourceSkipped(Exception):
-    """The source is configured but cannot run now (e.g. its API key is not set)."""
 
 
 def _is_utf8(raw: BinaryIO) -> bool:
@@ -166,14 +159,8 @@ def source_csv_save(
     return source
 
 
-def apollo_source_rows(source: LeadSource) -> Iterator[LeadRow | RowProblem]:
-    if not settings.APOLLO_API_KEY:
-        raise SourceSkipped("APOLLO_API_KEY is not set")
-    raise NotImplementedError("the Apollo.io client is not part of this version of CAM yet")
-
-
+# Sources read as rows; an Apollo source reveals and inserts as it goes (leads.apollo_source).
 SOURCES: dict[str, Callable[[LeadSource], Iterator[LeadRow | RowProblem]]] = {
     LeadSource.Kind.CSV: csv_source_rows,
-    LeadSource.Kind.APOLLO: apollo_source_rows,
 }
 

@@ -93,6 +93,7 @@ def match_fields(match: dict) -> dict[str, str]:
         "company": text(org.get("name")),
         "company_size": text(org.get("estimated_num_employees")),
         "industry": text(org.get("industry")),
+        "website": text(org.get("website_url")),
         "city": text(match.get("city")),
         "country": text(match.get("country")),
         "linkedin_url": text(match.get("linkedin_url")),

@@ -27,8 +27,7 @@ def contact_body(lead) -> dict:
     fields = {
         "email": lead.email, "first_name": lead.first_name, "last_name": lead.last_name,
         "company": lead.company, "job": lead.job_title,
-        "linkedin": (lead.source_data or {}).get("linkedin_url", ""),
-        "website": (lead.source_data or {}).get("website", ""),
+        "linkedin": lead.linkedin_url, "website": lead.website,
     }
     return {k: v for k, v in fields.items() if v}
 

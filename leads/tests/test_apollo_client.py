@@ -52,7 +52,8 @@ def test_the_reveal_asks_for_up_to_ten_people_and_drops_those_not_matched(provid
         {"id": "p1", "email": "ann1@firm1.example", "email_status": "verified", "first_name": "Ann1",
          "last_name": "Lee", "title": "CTO", "city": "Berlin", "country": "Germany",
          "linkedin_url": "http://www.linkedin.com/in/ann1", "time_zone": "Europe/Berlin",
-         "organization": {"name": "Firm 1", "estimated_num_employees": 42, "industry": "computer software"}},
+         "organization": {"name": "Firm 1", "estimated_num_employees": 42, "industry": "computer software",
+                          "website_url": "http://www.firm1.example"}},
         None,
     ]})
 
@@ -61,7 +62,8 @@ def test_the_reveal_asks_for_up_to_ten_people_and_drops_those_not_matched(provid
     assert provider_replay.requests[0]["body"]["details"] == [{"id": "p1"}, {"id": "p2"}]
     assert apollo.match_fields(matches[0]) == {
         "email": "ann1@firm1.example", "first_name": "Ann1", "last_name": "Lee", "job_title": "CTO",
-        "company": "Firm 1", "company_size": "42", "industry": "computer software", "city": "Berlin",
+        "company": "Firm 1", "company_size": "42", "industry": "computer software",
+        "website": "http://www.firm1.example", "city": "Berlin",
         "country": "Germany", "linkedin_url": "http://www.linkedin.com/in/ann1", "time_zone": "Europe/Berlin",
         "email_status": "verified",
     }

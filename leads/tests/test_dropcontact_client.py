@@ -13,7 +13,7 @@ KEY = "dropcontact-secret"  # set by the provider_replay fixture
 @pytest.mark.django_db
 def test_a_batch_is_submitted_with_what_is_known_then_polled_until_ready(provider_replay, http_session):
     lead = LeadFactory(email="ann@firm.example", first_name="Ann", last_name="Lee", company="Firm", job_title="",
-                       source_data={"linkedin_url": "https://linkedin.com/in/ann"})
+                       linkedin_url="https://linkedin.com/in/ann")
     provider_replay.answer("POST", "/v1/enrich/all", body={"request_id": "r-42", "success": True, "credits_left": 99})
     provider_replay.answer("GET", "/v1/enrich/all/r-42", body={"success": False,
                                                      "reason": "Request not ready yet, try again in 30 seconds"})

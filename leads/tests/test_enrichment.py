@@ -143,16 +143,14 @@ def test_a_malformed_address_fails_verification_with_a_reason():
 def test_source_enrichment_reads_the_domain_the_title_and_known_extra_columns():
     lead = LeadFactory.build(
         pk=7, email="maya@brightloop.example", job_title="Head of Marketing", company_size="18",
-        source_data={"Website": "https://brightloop.example", "LinkedIn URL": "https://li.example/maya",
-                     "City": "Paris", "Favourite colour": "teal", "Country": ""},
+        source_data={"Domain": "brightloop.example", "Phone": "+33 1 23", "Favourite colour": "teal", "Location": ""},
     )
 
     found = source_fields_enrich([lead])
 
     assert found[7]["data"] == {
         "email_domain": "brightloop.example", "free_mail": False, "company_domain": "brightloop.example",
-        "seniority": "vp", "website": "https://brightloop.example", "linkedin_url": "https://li.example/maya",
-        "city": "Paris",
+        "seniority": "vp", "website": "brightloop.example", "phone": "+33 1 23",
     }
     assert found[7]["fields"] == {"company_size": "11-50"}
 
@@ -247,7 +245,8 @@ def test_enrichment_with_no_new_leads_does_nothing(now):
 @pytest.mark.django_db
 def test_discovery_inserts_the_csv_sources_leads_as_new_and_due(tmp_path, now):
     campaign = CampaignFactory()
-    source = csv_source(campaign, tmp_path, "email,first_name,website\nmaya@brightloop.example,Maya,https://b.example\n")
+    source = csv_source(campaign, tmp_path, "email,first_name,website,Favourite colour\n"
+                                            "maya@brightloop.example,Maya,https://b.example,teal\n")
 
     result = leads_discover(campaign=campaign, now=now, limit=20)
 
@@ -255,7 +254,8 @@ def test_discovery_inserts_the_csv_sources_leads_as_new_and_due(tmp_path, now):
     source.refresh_from_db()
     assert (result.count, result.errors) == (1, [])
     assert (lead.email, lead.first_name, lead.status) == ("maya@brightloop.example", "Maya", Status.NEW)
-    assert lead.source == source and lead.source_data == {"website": "https://b.example"}
+    assert lead.source == source and lead.website == "https://b.example"
+    assert lead.source_data == {"Favourite colour": "teal"}
     assert lead.next_action_at == now
     assert source.last_run_at == now and source.last_error == ""
 

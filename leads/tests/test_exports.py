@@ -118,10 +118,8 @@ def test_an_apollo_export_maps_its_columns_and_keeps_the_rest(tmp_path):
     assert (maya.first_name, maya.last_name, maya.job_title) == ("Maya", "Chen", "VP Marketing")
     # "Company Name for Emails" is the name cleaned for use in an email.
     assert (maya.company, maya.company_size, maya.industry) == ("BrightLoop", "85", "computer software")
-    assert maya.source_data["Person Linkedin Url"] == "http://www.linkedin.com/in/mayachen"
-    assert maya.source_data["Website"] == "http://www.brightloop.example"
-    assert (maya.source_data["City"], maya.source_data["State"], maya.source_data["Country"]) == (
-        "Austin", "Texas", "United States")
+    assert (maya.linkedin_url, maya.website) == ("http://www.linkedin.com/in/mayachen", "http://www.brightloop.example")
+    assert (maya.city, maya.source_data["State"], maya.country) == ("Austin", "Texas", "United States")
     assert maya.source_data["Email Status"] == "Verified"
     assert not {"Company", "Title", "Email", "# Employees", "Industry"} & set(maya.source_data)
     assert lead("ravi@tidewave.example").company == "Tidewave Labs"

@@ -91,14 +91,16 @@ def test_csv_without_a_header_is_refused_as_empty():
 
 def test_mapping_rows_map_aliases_and_keep_the_rest_as_extra():
     records = [
-        {"Work Email": "Ann@Acme.Example", "Given Name": "Ann", "Organization": "Acme", "linkedin_url": "https://l.example/ann", "phone": None},
+        {"Work Email": "Ann@Acme.Example", "Given Name": "Ann", "Organization": "Acme", "linkedin_url": "https://l.example/ann",
+         "phone": None, "Favourite colour": "teal"},
         {"email": "nope"},
     ]
     good, bad = mapping_rows(records, first_line=10)
 
     assert good.line == 10 and good.email == "ann@acme.example"
     assert good.fields["first_name"] == "Ann" and good.fields["company"] == "Acme"
-    assert good.extra == {"linkedin_url": "https://l.example/ann"}
+    assert good.fields["linkedin_url"] == "https://l.example/ann"
+    assert good.extra == {"Favourite colour": "teal"}
     assert isinstance(bad, RowProblem) and bad.line == 11
 
 
@@ -322,14 +324,15 @@ def test_import_keeps_unmapped_columns_as_source_data(tmp_path):
     campaign = CampaignFactory()
     path = write_csv(
         tmp_path,
-        "email,Website,LinkedIn URL,City\n"
-        "ann@acme.example,https://acme.example,https://linkedin.example/ann,\n",
+        "email,Website,Seniority,Twitter,City\n"
+        "ann@acme.example,https://acme.example,VP,@ann,\n",
     )
 
     run_import(campaign, path)
 
     lead = Lead.objects.get(campaign=campaign)
-    assert lead.source_data == {"Website": "https://acme.example", "LinkedIn URL": "https://linkedin.example/ann"}
+    assert lead.website == "https://acme.example"
+    assert lead.source_data == {"Seniority": "VP", "Twitter": "@ann"}
 
 
 @pytest.mark.django_db
