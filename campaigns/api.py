@@ -22,6 +22,7 @@ from campaigns.services import (
     campaign_update,
     campaigns_with_metrics,
 )
+from leads.credits import credits_summary
 from outreach.attention import attempts_needing_attention
 from outreach.limits import outreach_today
 
@@ -68,6 +69,17 @@ class MetricsSerializer(serializers.Serializer):
     goal_progress = serializers.FloatField()
 
 
+class ProviderCreditsSerializer(serializers.Serializer):
+    today = serializers.IntegerField(help_text="Credits used today (TIME_ZONE), counting calls under way")
+    total = serializers.IntegerField()
+    budget_per_day = serializers.IntegerField()
+
+
+class CreditsSerializer(serializers.Serializer):
+    apollo = ProviderCreditsSerializer()
+    dropcontact = ProviderCreditsSerializer()
+
+
 class TodayOutreachSerializer(serializers.Serializer):
     total = serializers.IntegerField()
     sent = serializers.IntegerField()
@@ -106,13 +118,15 @@ class CampaignDetailSerializer(serializers.ModelSerializer):
         help_text="Sends left claimed or unknown, any day: list them with attempts?status=claimed,unknown.")
     last_run = serializers.SerializerMethodField(help_text="The latest cycle, as in runs; null before the first.")
     lease = serializers.SerializerMethodField(help_text="Who runs the campaign's cycle now: \"free\" or the holder.")
+    credits = serializers.SerializerMethodField(help_text="Apollo and Dropcontact credits used today and in all.")
 
     class Meta:
         model = Campaign
         fields = ["id", "name", "active", "live", "live_since", "description", "target_niche", "service_key",
                   "target_clients", "target_mrr", "channels_enabled", "max_emails_per_day", "created_at", "paused_at",
                   "pause_reason", "sender_name", "sender_email", "postal_address", "qualification_threshold",
-                  "max_attempts_per_lead", "metrics", "today_outreach", "needs_attention", "last_run", "lease"]
+                  "max_attempts_per_lead", "apollo_credits_per_day", "dropcontact_credits_per_day", "metrics",
+                  "today_outreach", "needs_attention", "last_run", "lease", "credits"]
         read_only_fields = fields
 
     @extend_schema_field(CycleRunSerializer(allow_null=True))
@@ -129,6 +143,10 @@ class CampaignDetailSerializer(serializers.ModelSerializer):
     @extend_schema_field(MetricsSerializer)
     def get_metrics(self, campaign) -> dict:
         return campaign_metrics(campaign=campaign).as_dict()
+
+    @extend_schema_field(CreditsSerializer)
+    def get_credits(self, campaign) -> dict:
+        return credits_summary(campaign=campaign, now=timezone.now())
 
     @extend_schema_field(TodayOutreachSerializer)
     def get_today_outreach(self, campaign) -> dict:

@@ -26,6 +26,7 @@ from campaigns.services import (
     campaigns_with_metrics,
     postal_address,
 )
+from leads.credits import credits_summary
 from leads.models import Lead
 from outreach.models import OutreachAttempt
 from outreach.attention import attempts_needing_attention, in_flight_window
@@ -114,6 +115,7 @@ def campaign_detail(request, pk):
         "runs": runs,
         "lease": lease_state(lease, now),
         "postal_address": postal_address(campaign),
+        "credits": credits_summary(campaign=campaign, now=now),
         "live_form": LiveForm(initial={"postal_address": campaign.postal_address}),
         "result": request.session.pop(f"cycle_result_{campaign.pk}", None),
     })
@@ -135,6 +137,18 @@ class CampaignForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, label_suffix="", **kwargs)
+        for name in CREDIT_BUDGETS:  # left blank: the usual budget
+            self.fields[name].required = False
+
+    def clean(self):
+        cleaned = super().clean()
+        for name in CREDIT_BUDGETS:
+            if cleaned.get(name) is None and name not in self.errors:
+                cleaned[name] = Campaign._meta.get_field(name).default
+        return cleaned
+
+
+CREDIT_BUDGETS = ("apollo_credits_per_day", "dropcontact_credits_per_day")
 
 
 @login_required
