@@ -17,6 +17,14 @@ DEMO_NAME = "Demo: web design for B2B SaaS"
 # Shipped in the repository, and copied into CAM_IMPORT_DIR, where lead sources read files.
 DEMO_CSV = "data/sample_leads.csv"
 DEMO_USER, DEMO_PASSWORD = "demo", "cam-demo-2026"
+APOLLO_DEMO_NAME = "Demo: Apollo.io source (fake local server)"
+APOLLO_DEMO_FILTERS = {
+    "person_titles": ["CEO", "Head of Growth", "VP Marketing"], "person_seniorities": ["c_suite", "head", "vp"],
+    "organization_num_employees_ranges": ["11,20", "21,50", "51,100"], "per_cycle": 20,
+}
+# Between demo runs the Apollo demo stays paused: with real keys in the environment, scheduled
+# cycles would otherwise spend real credits on made-up filters.
+APOLLO_DEMO_PAUSED = "demo of an Apollo source against a fake local server: `cam_demo --with-fake-apollo` runs it"
 
 
 @transaction.atomic
@@ -50,6 +58,29 @@ def demo_load() -> tuple[Campaign, bool]:
             if (source.settings or {}).get("path") == DEMO_CSV:
                 source.settings = {**source.settings, "path": path}
                 source.save(update_fields=["settings"])
+    return campaign, created
+
+
+@transaction.atomic
+def apollo_demo_load(now) -> tuple[Campaign, bool]:
+    """The Apollo demo campaign, paused, with its steps and an Apollo source; (campaign, created)."""
+    campaign, created = Campaign.objects.get_or_create(
+        name=APOLLO_DEMO_NAME,
+        defaults={
+            "description": "Watch an Apollo source and Dropcontact work against leads.fake_providers.",
+            "target_niche": "B2B SaaS", "service_key": "web_design", "target_clients": 25,
+            "max_emails_per_day": 20, "sender_name": "Alex from Demo Studio",
+            "sender_email": "alex@demo-studio.example", "apollo_credits_per_day": 50,
+            "dropcontact_credits_per_day": 100, "active": False, "paused_at": now, "pause_reason": APOLLO_DEMO_PAUSED,
+        },
+    )
+    if created:
+        MessageStep.objects.bulk_create(
+            MessageStep(campaign=campaign, position=i, delay_days=delay, subject_template=subject, body_template=body)
+            for i, (delay, subject, body) in enumerate(DEFAULT_STEPS, start=1)
+        )
+        LeadSource.objects.create(campaign=campaign, name="Apollo: SaaS leaders", kind=LeadSource.Kind.APOLLO,
+                                  settings=APOLLO_DEMO_FILTERS)
     return campaign, created
 
 

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 
 import requests
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Q
 
 from campaigns.models import Campaign
@@ -178,12 +178,15 @@ def _submit(campaign: Campaign, now: datetime, limit: int, http, run: Dropcontac
             raise
         credits_settle(usage=usage, now=now, outcome=Outcome.DONE, charged=len(batch),
                        response={"request_id": request_id, "contacts": len(batch)})
-        with transaction.atomic():
-            request = EnrichmentRequest.objects.create(
-                campaign=campaign, provider=Provider.DROPCONTACT, request_id=request_id,
-                lead_ids=[lead.pk for lead in batch], submitted_at=now)
-            Lead.objects.filter(pk__in=[lead.pk for lead in batch], status=Status.NEW).update(
-                enrichment_request=request, updated_at=now)
+        try:
+            with transaction.atomic():  # the request and its leads' link to it, together
+                request = EnrichmentRequest.objects.create(
+                    campaign=campaign, provider=Provider.DROPCONTACT, request_id=request_id,
+                    lead_ids=[lead.pk for lead in batch], submitted_at=now)
+                Lead.objects.filter(pk__in=[lead.pk for lead in batch], status=Status.NEW).update(
+                    enrichment_request=request, updated_at=now)
+        except IntegrityError:
+            raise BadAnswer(dropcontact.NAME, f"answered request id {request_id[:100]!r}, which it gave before") from None
         run.submitted += len(batch)
         leads = leads[len(batch):]
 

@@ -9,6 +9,7 @@ address unless i % 7 == 6, and Dropcontact finds every ninth address invalid.
 
 import json
 import re
+import secrets
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
@@ -81,7 +82,7 @@ class FakeProviders:
 
     def dropcontact_submit(self, body: dict) -> dict:
         with self._lock:
-            request_id = f"fake-request-{len(self.requests) + 1}"
+            request_id = f"fake-{len(self.requests) + 1}-{secrets.token_hex(4)}"
             self.requests[request_id] = {"data": list(body.get("data") or [])[:250], "polls": 0}
         return {"request_id": request_id, "success": True, "error": False, "credits_left": 1000}
 

@@ -173,3 +173,23 @@ def test_make_demo_twice_loads_one_campaign_and_no_duplicate_leads():
     assert "Found demo campaign" in second.getvalue()
     row = [line for line in second.getvalue().splitlines() if line.startswith(f"#{campaign.pk} ")][0]
     assert row.split()[-9:-7] == ["0", "0"]  # discovered, enriched
+
+
+def test_the_fake_apollo_demo_goes_on_with_its_search_and_never_calls_the_real_services(settings):
+    settings.APOLLO_API_KEY, settings.APOLLO_BASE_URL = "a-real-key", "http://127.0.0.1:9"
+    settings.DROPCONTACT_API_KEY, settings.DROPCONTACT_BASE_URL = "a-real-key", "http://127.0.0.1:9"
+    first, second = StringIO(), StringIO()
+
+    call_command("cam_demo", "--with-fake-apollo", stdout=first)
+    call_command("cam_demo", "--with-fake-apollo", stdout=second)
+
+    apollo = Campaign.objects.get(name__startswith="Demo: Apollo")
+    # 20 people a cycle; the fake has no address for persons 6, 13, 20, 27 and 34.
+    assert "20 people revealed for 20 Apollo credits, 2 without an email (not inserted), 18 new leads" in first.getvalue()
+    assert "20 people revealed for 20 Apollo credits, 3 without an email (not inserted), 17 new leads" in second.getvalue()
+    assert "Apollo credits (fake): 40 today of 50 a day, 40 in all" in second.getvalue()
+    assert apollo.leads.filter(status=Lead.Status.ENRICHED).count() == 35
+    assert apollo.leads.filter(email_verification__checked_by="dropcontact").count() == 35
+    # Paused between demo runs, so that scheduled cycles never take it to the real services.
+    assert not apollo.active and "fake local server" in apollo.pause_reason
+    assert settings.APOLLO_BASE_URL == "http://127.0.0.1:9"  # the fake was for the demo's run only

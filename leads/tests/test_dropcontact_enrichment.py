@@ -54,7 +54,9 @@ def test_a_cycle_discovers_with_apollo_then_enriches_and_verifies_through_dropco
     result = json.loads(out.getvalue())
     assert result["errors"] == [] and result["leads_discovered"] == 9  # person 6 has no address
     assert result["leads_enriched"] == 9
-    assert fake_providers.calls[f"POST {SUBMIT}"] == 1 and fake_providers.calls["GET /v1/enrich/all/fake-request-1"] == 2
+    request = EnrichmentRequest.objects.get()
+    assert fake_providers.calls[f"POST {SUBMIT}"] == 1
+    assert fake_providers.calls[f"GET /v1/enrich/all/{request.request_id}"] == 2 and request.status == "done"
     leads = {lead.external_id: lead for lead in Lead.objects.filter(campaign=campaign)}
     maya = leads["apollo:fake00000"]
     assert (maya.status, maya.email_valid, maya.email_verification["qualification"]) == (
@@ -69,8 +71,7 @@ def test_a_cycle_discovers_with_apollo_then_enriches_and_verifies_through_dropco
     assert len(result["previews"]) == 8 and eighth.email not in json.dumps(result["previews"])
     usage = ApiUsage.objects.get(campaign=campaign, provider="dropcontact")
     assert (usage.endpoint, usage.credits, usage.outcome, usage.response["request_id"]) == (
-        "enrich/all", 9, "done", "fake-request-1")
-    assert EnrichmentRequest.objects.get().status == EnrichmentRequest.Status.DONE
+        "enrich/all", 9, "done", request.request_id)
 
 
 def test_leads_whose_results_are_not_ready_wait_unsent_and_are_not_submitted_again(provider_replay, now):
@@ -222,3 +223,20 @@ def test_results_in_another_order_or_number_are_matched_by_address(provider_repl
     ann.refresh_from_db(), bob.refresh_from_db()
     assert (bob.job_title, bob.email_verification["qualification"]) == ("CFO", "nominative@pro")
     assert (ann.status, ann.job_title, ann.email_verification.get("checked_by")) == (Status.ENRICHED, "", None)
+
+
+def test_a_request_id_given_twice_is_an_error_and_the_leads_are_not_tied_to_the_old_request(provider_replay, now):
+    campaign = CampaignFactory()
+    new_lead(campaign, "ann@firm.example")
+    provider_replay.answer("POST", SUBMIT, body={"request_id": "r-1", "success": True})
+    provider_replay.answer("GET", "/v1/enrich/all/r-1", body={"success": True, "data": [contact("ann@firm.example")]})
+    leads_enrich(campaign=campaign, now=now, limit=100)
+    bob = new_lead(campaign, "bob@firm.example")
+    provider_replay.answer("POST", SUBMIT, body={"request_id": "r-1", "success": True})
+
+    again = leads_enrich(campaign=campaign, now=now, limit=100)
+
+    bob.refresh_from_db()
+    assert again.errors == ["dropcontact enrichment: Dropcontact: answered request id 'r-1', which it gave before: "
+                            "the leads wait for the next cycle"]
+    assert (bob.status, bob.enrichment_request) == (Status.NEW, None)

@@ -1,9 +1,15 @@
-"""`make demo`: load the sample campaign (once) and run one dry-run cycle of it."""
+"""`make demo`: load the sample campaign (once) and run one dry-run cycle of it; with
+--with-fake-apollo, the same for an Apollo source against a fake local Apollo and Dropcontact."""
 
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
+from django.test.utils import override_settings
+from django.utils import timezone
 
-from campaigns.demo import DEMO_CSV, demo_load, demo_login
+from campaigns.demo import APOLLO_DEMO_PAUSED, DEMO_CSV, apollo_demo_load, demo_load, demo_login
+from campaigns.services import campaign_pause, campaign_resume
+from leads.credits import credits_summary
+from leads.fake_providers import FakeProviders
 
 
 class Command(BaseCommand):
@@ -11,6 +17,11 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--no-cycle", action="store_true", help="Only load the demo data.")
+        parser.add_argument(
+            "--with-fake-apollo", action="store_true",
+            help="Also run a dry cycle of a demo Apollo source against a fake Apollo and Dropcontact started "
+                 "on 127.0.0.1 for the run (never the real services, whatever keys are set).",
+        )
 
     def handle(self, *args, **options):
         campaign, created = demo_load()
@@ -18,6 +29,8 @@ class Command(BaseCommand):
         self.stdout.write(f"{verb} demo campaign #{campaign.pk} '{campaign.name}' (CSV: {DEMO_CSV})")
         if not options["no_cycle"]:
             call_command("run_cam_cycle", campaign_id=campaign.pk, stdout=self.stdout, stderr=self.stderr)
+        if options["with_fake_apollo"]:
+            self._fake_apollo(options["no_cycle"])
         login = demo_login()
         if login:
             self.stdout.write(
@@ -28,3 +41,30 @@ class Command(BaseCommand):
             self.stdout.write("\nNo demo login on a DATABASE_URL database: use `manage.py createsuperuser`.")
         self.stdout.write("Scheduler: `make worker` runs a dry cycle of the demo every CAM_CYCLE_MINUTES (15) "
                           "without cron; `make status` shows how it is doing.")
+
+    def _fake_apollo(self, no_cycle: bool) -> None:
+        """Point this process's Apollo and Dropcontact at leads.fake_providers, and run a dry
+        cycle of the (otherwise paused) Apollo demo campaign: each run goes on with the search."""
+        campaign, created = apollo_demo_load(timezone.now())
+        verb = "Loaded" if created else "Found"
+        self.stdout.write(f"\n{verb} demo campaign #{campaign.pk} '{campaign.name}'")
+        if no_cycle:
+            return
+        fake = FakeProviders()
+        url = fake.start()
+        self.stdout.write(f"Fake Apollo and Dropcontact at {url} (made-up people; no credits are real)")
+        # For this run only: the fake answers at the second ask for results.
+        fake_settings = override_settings(
+            APOLLO_API_KEY="fake-apollo-key", APOLLO_BASE_URL=url, DROPCONTACT_API_KEY="fake-dropcontact-key",
+            DROPCONTACT_BASE_URL=url, CAM_DROPCONTACT_POLL_SECONDS=0.5)
+        try:
+            campaign_resume(campaign=campaign, now=timezone.now())
+            with fake_settings:
+                call_command("run_cam_cycle", campaign_id=campaign.pk, stdout=self.stdout, stderr=self.stderr)
+        finally:
+            campaign.refresh_from_db()
+            campaign_pause(campaign=campaign, reason=APOLLO_DEMO_PAUSED, now=timezone.now())
+            fake.stop()
+        for provider, used in credits_summary(campaign=campaign, now=timezone.now()).items():
+            self.stdout.write(f"{provider.title()} credits (fake): {used['today']} today of "
+                              f"{used['budget_per_day']} a day, {used['total']} in all")
