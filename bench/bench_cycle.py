@@ -7,7 +7,9 @@ Measures, as medians over --repeat runs:
   * the first dry-run cycle of a campaign whose CSV source holds --cycle-rows leads
     (discovery + enrichment of up to CAM_MAX_NEW_LEADS/CAM_MAX_ENRICHED, outreach preview);
   * a steady-state dry-run cycle of a campaign whose source has nothing new;
-  * a live cycle sending 20 mails to a local aiosmtpd server.
+  * a live cycle sending 20 mails to a local aiosmtpd server;
+  * dry-run cycles of a campaign with an Apollo source (100 people a cycle) and Dropcontact,
+    against leads.fake_providers on 127.0.0.1: leads per cycle, credits per lead, time per cycle.
 """
 
 import argparse
@@ -134,6 +136,37 @@ def bench_live_cycle(repeat: int) -> None:
           f"  (runs: {', '.join(f'{t:.3f}' for t in times)})")
 
 
+def bench_apollo_cycle(repeat: int) -> None:
+    from leads.credits import credits_summary
+    from leads.fake_providers import FakeProviders
+
+    fake = FakeProviders(people=2000)
+    url = fake.start()
+    times, found, credits = [], [], []
+    try:
+        with override_settings(APOLLO_API_KEY="bench", APOLLO_BASE_URL=url, DROPCONTACT_API_KEY="bench",
+                               DROPCONTACT_BASE_URL=url, CAM_DROPCONTACT_POLL_SECONDS=0.2):
+            campaign = Campaign.objects.create(name="bench apollo", target_clients=1000, apollo_credits_per_day=10_000,
+                                               dropcontact_credits_per_day=10_000)
+            LeadSource.objects.create(campaign=campaign, kind="apollo",
+                                      settings={"person_titles": ["CEO"], "per_cycle": 100})
+            for _ in range(repeat):
+                before = credits_summary(campaign=campaign, now=timezone.now())
+                seconds, result = timed(lambda: cycle_run(campaign=campaign, now=timezone.now(), dry_run=True))
+                after = credits_summary(campaign=campaign, now=timezone.now())
+                assert not result.errors and result.leads_enriched == result.leads_discovered, result
+                times.append(seconds)
+                found.append(result.leads_discovered)
+                credits.append(sum(after[p]["total"] - before[p]["total"] for p in after))
+    finally:
+        fake.stop()
+    leads = statistics.median(found)
+    print(f"dry-run cycle, Apollo source (100 people a cycle) + Dropcontact, local fake server: "
+          f"median {statistics.median(times):.2f} s, {leads:.0f} leads a cycle, "
+          f"{statistics.median(c / max(n, 1) for c, n in zip(credits, found)):.2f} credits a lead "
+          f"(Apollo + Dropcontact)  (runs: {', '.join(f'{t:.2f}' for t in times)})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=20000)
@@ -146,6 +179,7 @@ def main() -> None:
     bench_dry_cycle(args.cycle_rows, args.repeat)
     bench_steady_cycle(args.cycle_rows, args.repeat)
     bench_live_cycle(args.repeat)
+    bench_apollo_cycle(args.repeat)
 
 
 if __name__ == "__main__":
