@@ -63,8 +63,8 @@ def apollo_settings_clean(raw) -> dict:
         errors["settings"] = f"Unknown setting(s): {', '.join(map(str, unknown))[:200]}."
     for name in LIST_FILTERS:
         value = raw.get(name) or []
-        if isinstance(value, str):
-            value = [part for part in value.split(",")]
+        if isinstance(value, str):  # one item: never split, "Austin, Texas" and "1,10" hold commas
+            value = [value]
         if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
             errors[name] = "A list of text."
             continue

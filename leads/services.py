@@ -360,8 +360,10 @@ def leads_enrich(
         result.notes += run.notes
         result.errors += [f"dropcontact enrichment: {error}" for error in run.errors]
         provided = run.results
-        new = new.filter(pk__in=[*run.results, *run.given_up])
-    leads = list(new.order_by("created_at", "id")[:limit])
+        # Every lead whose results came in, whatever `limit`: left NEW, it would be submitted (paid for) again.
+        leads = list(new.filter(pk__in=[*run.results, *run.given_up]).order_by("created_at", "id"))
+    else:
+        leads = list(new.order_by("created_at", "id")[:limit])
     if not leads:
         return result
     if not settings.DROPCONTACT_API_KEY:

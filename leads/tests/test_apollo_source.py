@@ -9,7 +9,7 @@ import pytest
 from django.core.management import call_command
 
 from campaigns.tests.factories import CampaignFactory
-from leads.apollo_source import PAGE_SIZE, apollo_discover
+from leads.apollo_source import PAGE_SIZE, apollo_discover, apollo_settings_clean
 from leads.credits import credits_used
 from leads.importing import leads_discover
 from leads.models import ApiUsage, Lead, LeadSource
@@ -168,6 +168,13 @@ def test_bad_settings_are_the_sources_error_and_nothing_is_asked(fake_providers,
     assert result.errors == [source.last_error and f"source Apollo: {source.last_error}"]
     assert "person_seniorities: Unknown: boss" in source.last_error and "per_cycle" in source.last_error
     assert fake_providers.calls == {}
+
+
+def test_a_filter_given_as_one_text_is_one_item_never_split_at_its_commas():
+    clean = apollo_settings_clean({"person_locations": "Austin, Texas", "organization_num_employees_ranges": "1,10"})
+
+    assert clean == {"person_locations": ["Austin, Texas"], "organization_num_employees_ranges": ["1,10"],
+                     "per_cycle": 25}
 
 
 # --- failures -------------------------------------------------------------------------------------

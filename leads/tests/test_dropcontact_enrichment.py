@@ -240,3 +240,21 @@ def test_a_request_id_given_twice_is_an_error_and_the_leads_are_not_tied_to_the_
     assert again.errors == ["dropcontact enrichment: Dropcontact: answered request id 'r-1', which it gave before: "
                             "the leads wait for the next cycle"]
     assert (bob.status, bob.enrichment_request) == (Status.NEW, None)
+
+
+def test_every_lead_whose_results_came_in_is_enriched_whatever_the_cycles_limit(provider_replay, now):
+    campaign = CampaignFactory()
+    ann, bob = new_lead(campaign, "ann@firm.example"), new_lead(campaign, "bob@firm.example")
+    for request_id in ("r-1", "r-2"):
+        provider_replay.answer("POST", SUBMIT, body={"request_id": request_id, "success": True})
+        provider_replay.answer("GET", f"/v1/enrich/all/{request_id}", body=NOT_READY)
+    leads_enrich(campaign=campaign, now=now, limit=1)
+    leads_enrich(campaign=campaign, now=now, limit=1)
+    provider_replay.answer("GET", "/v1/enrich/all/r-1", body={"success": True, "data": [contact("ann@firm.example")]})
+    provider_replay.answer("GET", "/v1/enrich/all/r-2", body={"success": True, "data": [contact("bob@firm.example")]})
+
+    result = leads_enrich(campaign=campaign, now=now, limit=1)
+
+    ann.refresh_from_db(), bob.refresh_from_db()
+    assert result.count == 2 and (ann.status, bob.status) == (Status.ENRICHED, Status.ENRICHED)
+    assert [r["path"] for r in provider_replay.requests].count(SUBMIT) == 2
