@@ -26,6 +26,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils.dateparse import parse_datetime
 
+from campaigns.models import Campaign
 from leads.clients import apollo
 from leads.clients.http import AuthFailed, ProviderError, RateLimited, Unavailable
 from leads.credits import Outcome, Provider, credits_reserve, credits_settle
@@ -93,6 +94,82 @@ def apollo_settings_clean(raw) -> dict:
     if errors:
         raise ValidationError(errors)
     return clean
+
+
+def apollo_source_save(*, campaign: Campaign, name: str, active: bool, settings: dict,
+                       source: LeadSource | None = None) -> LeadSource:
+    """Keep an Apollo source of the campaign (a new one, or `source`) with its settings as
+    apollo_settings_clean leaves them (it raises ValidationError for others). The source's place
+    in its search is the cycle's to write and is left alone: the next cycle starts the search
+    again at page 1 when the filters changed."""
+    settings = apollo_settings_clean(settings)
+    source = source or LeadSource(campaign=campaign)
+    source.campaign, source.kind, source.name, source.active, source.settings = (
+        campaign, LeadSource.Kind.APOLLO, name, active, settings)
+    if source.pk is None:
+        source.save()
+    else:
+        source.save(update_fields=["campaign", "kind", "name", "active", "settings"])
+    return source
+
+
+def search_restarts(source: LeadSource, filters: dict) -> bool:
+    """Whether saving `filters` on a source that has run sends its search back to page 1."""
+    state = source.state or {}
+    return bool(state.get("filters")) and state["filters"] != filters_key(filters)
+
+
+def apollo_progress(source: LeadSource, now: datetime) -> str:
+    """Where an Apollo source's search stands, in words for staff."""
+    state = source.state or {}
+    try:
+        filters = apollo_settings_clean(source.settings)
+    except ValidationError:
+        return "settings to fix"
+    if not state.get("filters"):
+        return "not started"
+    if state["filters"] != filters_key(filters):
+        return "starts again at page 1 (filters changed)"
+    if state.get("exhausted"):
+        return "exhausted: every person it finds was handled"
+    words = f"page {state.get('page')}"
+    wait_until = parse_datetime(state.get("wait_until") or "")
+    if wait_until and wait_until > now:
+        words += f"; Apollo asked to wait until {wait_until:%H:%M %Z}"
+    return words
+
+
+# People a preview shows: the first page of the search, at this size.
+PREVIEW_SIZE = 10
+
+
+@dataclass(frozen=True)
+class SearchPreview:
+    # Each person's name, title, company and location, as the search gives them (no email).
+    people: list[dict[str, str]]
+    # How many people Apollo reports for the filters in all; None when it does not say.
+    total: int | None
+
+
+def apollo_preview(*, filters: dict, session: requests.Session | None = None) -> SearchPreview:
+    """The first people Apollo's search finds for `filters` (saved or not), for staff checking a
+    source: the search only, which is free and gives no emails. Nobody is revealed, nothing is
+    stored and no credit is counted. Raises ProviderError."""
+    with session or requests.Session() as http:
+        page = apollo.people_search(filters=filters, page=1, per_page=PREVIEW_SIZE, session=http)
+    return SearchPreview(people=[_preview_person(p) for p in page.people[:PREVIEW_SIZE]], total=page.total_entries)
+
+
+def _preview_person(person: dict) -> dict[str, str]:
+    def text(value) -> str:
+        return "" if value is None or isinstance(value, (dict, list)) else " ".join(str(value).split())[:MAX_ITEM_LENGTH]
+
+    org = person.get("organization") if isinstance(person.get("organization"), dict) else {}
+    # The search hides most last names (last_name_obfuscated, "Sm***h"): the reveal gives them.
+    last = text(person.get("last_name")) or text(person.get("last_name_obfuscated"))
+    name = text(person.get("name")) or " ".join(part for part in (text(person.get("first_name")), last) if part)
+    return {"name": name, "title": text(person.get("title")), "company": text(org.get("name")),
+            "location": ", ".join(part for part in (text(person.get(k)) for k in ("city", "state", "country")) if part)}
 
 
 def filters_key(filters: dict) -> str:

@@ -35,6 +35,8 @@ class SearchPage:
     people: list[dict]
     page: int
     total_pages: int
+    # How many people Apollo reports for the filters in all (None when it does not say).
+    total_entries: int | None = None
 
     @property
     def last(self) -> bool:
@@ -58,9 +60,14 @@ def people_search(*, filters: dict, page: int, per_page: int, session: requests.
         raise BadAnswer(NAME, "the search answer has no list of people")
     people = [p for p in people if isinstance(p, dict) and p.get("id")]
     pagination = data.get("pagination") if isinstance(data.get("pagination"), dict) else {}
-    total_pages = pagination.get("total_pages")
+    total_pages, total_entries = pagination.get("total_pages"), pagination.get("total_entries")
     return SearchPage(people=people, page=page,
-                      total_pages=total_pages if isinstance(total_pages, int) and total_pages >= 0 else page)
+                      total_pages=total_pages if _count(total_pages) else page,
+                      total_entries=total_entries if _count(total_entries) else None)
+
+
+def _count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def people_reveal(*, people: list[dict], session: requests.Session) -> list[dict]:
