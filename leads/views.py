@@ -1,6 +1,7 @@
 """The console's leads pages: a campaign's leads (filter, search, CSV upload with its report,
-adding a CSV file as a lead source), a large upload's import running in the background, and
-one lead (details, emails, history, and the outcomes staff record)."""
+adding a CSV file as a lead source), a large upload's import running in the background, one
+lead (details, emails, history, and the outcomes staff record), and an Apollo source's search
+edited in a form, with a preview of the people it finds."""
 
 from django.conf import settings
 from django.contrib import messages
@@ -8,6 +9,7 @@ from django.contrib.auth.decorators import login_required, permission_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
@@ -15,6 +17,9 @@ from cam_project.uploads import UploadTooLarge, uploaded_file
 from cam_project.validators import has_control_characters
 from campaigns.models import Campaign
 from campaigns.services import Refused
+from leads.apollo_source import apollo_preview, apollo_source_save, search_restarts
+from leads.clients.http import ProviderError
+from leads.forms import ApolloSourceForm
 from leads.import_jobs import import_in_background, import_job_note, import_job_queue
 from leads.importing import leads_import_upload
 from leads.models import ImportJob, Lead, LeadSource
@@ -174,3 +179,61 @@ def lead_action(request, pk):
     except (Refused, InvalidTransition) as exc:
         messages.warning(request, f"Not done: {exc}.")
     return redirect("lead-detail", pk=pk)
+
+
+# --- an Apollo source: its search in a form, and a preview of the people it finds ----------------
+
+
+@login_required
+@permission_required("leads.view_leadsource", raise_exception=True)
+def apollo_source_new(request, pk):
+    campaign = get_object_or_404(Campaign, pk=pk)
+    return _apollo_source_page(request, campaign, None, "leads.add_leadsource")
+
+
+@login_required
+@permission_required("leads.view_leadsource", raise_exception=True)
+def apollo_source_edit(request, pk):
+    source = get_object_or_404(LeadSource.objects.select_related("campaign"), pk=pk, kind=LeadSource.Kind.APOLLO)
+    return _apollo_source_page(request, source.campaign, source, "leads.change_leadsource")
+
+
+def _apollo_source_page(request, campaign, source, permission: str):
+    """The form; "Preview" runs the search for the filters as typed (saving nothing), "Save"
+    keeps them. Both need the permission to save: a preview spends the installation's Apollo
+    rate limit, and is part of editing."""
+    may_save = request.user.has_perm(permission)
+    preview = None
+    if request.method != "POST":
+        form = ApolloSourceForm(source=source)
+        for field in form.fields.values():
+            field.disabled = not may_save
+    elif not may_save:
+        raise PermissionDenied
+    else:
+        form = ApolloSourceForm(request.POST)
+        if form.is_valid() and request.POST.get("action") == "preview":
+            preview = _preview(form)
+        elif form.is_valid():
+            data = form.cleaned_data
+            restarts = source is not None and search_restarts(source, data["settings"])
+            source = apollo_source_save(campaign=campaign, name=data["name"], active=data["active"],
+                                        settings=data["settings"], source=source)
+            messages.success(request, f"Saved the Apollo source {source.name}"
+                             + (": the next cycle starts its search again at page 1, as its filters changed."
+                                if restarts else "."))
+            return redirect(reverse("campaign-detail", args=[campaign.pk]) + "#lead-sources")
+    return render(request, "console/apollo_source.html", {
+        "campaign": campaign, "source": source, "form": form, "preview": preview, "may_save": may_save,
+    })
+
+
+def _preview(form: ApolloSourceForm) -> dict | None:
+    """The first people the form's filters find, or None with the reason on the form."""
+    if not settings.APOLLO_API_KEY:
+        return {"no_key": True}
+    try:
+        return {"result": apollo_preview(filters=form.cleaned_data["settings"])}
+    except ProviderError as exc:  # its message never holds the key
+        form.add_error(None, f"The preview failed: {exc}")
+        return None
