@@ -20,6 +20,7 @@ class LeadSourceInline(admin.TabularInline):
     form = LeadSourceForm
     extra = 0
     fields = ("name", "kind", "csv_file", "settings", "active", "last_run_at", "last_error")
+    show_change_link = True  # an Apollo source's search is a form on its own page
     readonly_fields = ("last_run_at", "last_error")
 
     def get_formset(self, request, obj=None, **kwargs):

@@ -1,9 +1,12 @@
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from cam_project.uploads import upload_refusal
 from campaigns.services import Refused
+from leads.apollo_source import apollo_progress, apollo_settings_clean, apollo_source_save
+from leads.forms import ApolloFiltersForm
 from leads.models import ImportJob, Lead, LeadEvent, LeadSource
 from leads.rows import LeadFileError, email_normalise
 from leads.services import ENRICHABLE_FIELDS, Actor, InvalidTransition, lead_record_outcome, lead_update
@@ -13,7 +16,8 @@ from outreach.attention import lead_resume
 
 class LeadSourceForm(forms.ModelForm):
     """A lead source, and for a CSV source its file: uploaded here and kept under
-    CAM_IMPORT_DIR (source_csv_save). A path typed into the settings must lie there too."""
+    CAM_IMPORT_DIR (source_csv_save). A path typed into the settings must lie there too. An
+    Apollo source's settings are checked as the cycle checks them (apollo_settings_clean)."""
 
     csv_file = forms.FileField(
         required=False, label="CSV file",
@@ -30,7 +34,11 @@ class LeadSourceForm(forms.ModelForm):
 
     def clean(self):
         cleaned = super().clean()
-        upload, kind = cleaned.get("csv_file"), cleaned.get("kind")
+        upload, kind = cleaned.get("csv_file"), cleaned.get("kind") or self.instance.kind
+        if kind == LeadSource.Kind.APOLLO:
+            settings = self.apollo_settings()
+            if settings is not None:  # kept whether or not the settings are a field of this form
+                cleaned["settings"] = self.instance.settings = settings
         refusal = self.upload_refusal
         if refusal is not None and refusal.field == self.add_prefix("csv_file"):
             self.add_error("csv_file", str(refusal))
@@ -53,6 +61,20 @@ class LeadSourceForm(forms.ModelForm):
                     self.add_error("settings", str(exc))
         return cleaned
 
+    def apollo_settings(self) -> dict | None:
+        """The Apollo settings typed as JSON, cleaned; None once the fault is on the field."""
+        if "settings" in self.errors:
+            return None
+        try:
+            return apollo_settings_clean(self.cleaned_data.get("settings"))
+        except ValidationError as exc:
+            if not hasattr(exc, "error_dict"):
+                self.add_error("settings", exc)
+            else:
+                self.add_error("settings", [" ".join(errors) if name == "settings" else f"{name}: {' '.join(errors)}"
+                                            for name, errors in exc.message_dict.items()])
+            return None
+
     def save(self, commit=True):
         upload = self.cleaned_data.get("csv_file")
         if not (upload and commit):
@@ -62,9 +84,29 @@ class LeadSourceForm(forms.ModelForm):
                                source=source)
 
 
-def lead_source_form(request) -> type[LeadSourceForm]:
-    """LeadSourceForm knowing whether this request's upload was refused as too large."""
-    return type("LeadSourceForm", (LeadSourceForm,), {"upload_refusal": upload_refusal(request)})
+def lead_source_form(request, form: type[LeadSourceForm] = LeadSourceForm) -> type[LeadSourceForm]:
+    """The form knowing whether this request's upload was refused as too large."""
+    return type(form.__name__, (form,), {"upload_refusal": upload_refusal(request)})
+
+
+class LeadSourceAdminForm(ApolloFiltersForm, LeadSourceForm):
+    """A lead source on its own admin page: an Apollo source's search in fields (the console's),
+    not JSON."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk and self.instance.kind == LeadSource.Kind.APOLLO:
+            self.initial.update(self.filters_initial(self.instance.settings))
+
+    def apollo_settings(self) -> dict | None:
+        return self.filters_settings()
+
+
+APOLLO_FIELDSET = ("Apollo search", {
+    "fields": ("person_titles", "person_seniorities", "person_locations", "organization_locations",
+               "organization_num_employees_ranges", "q_keywords", "q_organization_domains_list", "per_cycle"),
+    "description": "The people search of an Apollo source, checked as the cycle checks it. At least one filter.",
+})
 
 
 @admin.register(LeadSource)
@@ -73,18 +115,40 @@ class LeadSourceAdmin(admin.ModelAdmin):
     list_filter = ("kind", "active")
     list_select_related = ("campaign",)
     search_fields = ("name", "campaign__name")
-    fields = ("campaign", "name", "kind", "csv_file", "settings", "active", "last_run_at", "last_error")
-    readonly_fields = ("last_run_at", "last_error")
+    readonly_fields = ("last_run_at", "last_error", "search")
     raw_id_fields = ("campaign",)
 
+    def get_fieldsets(self, request, obj=None):
+        """A new source shows both kinds' settings; an existing one its own kind's."""
+        main = (None, {"fields": ("campaign", "name", "kind", "active", "last_run_at", "last_error")})
+        csv = ("CSV file", {"fields": ("csv_file", "settings"), "description": "For a CSV source."})
+        if obj is None:
+            return (main, csv, (APOLLO_FIELDSET[0], {**APOLLO_FIELDSET[1], "description": "For an Apollo source. "
+                                                     + APOLLO_FIELDSET[1]["description"]}))
+        if obj.kind == LeadSource.Kind.APOLLO:
+            return (main, (APOLLO_FIELDSET[0], {**APOLLO_FIELDSET[1],
+                                                "fields": ("search", *APOLLO_FIELDSET[1]["fields"])}))
+        return (main, csv)
+
+    def get_readonly_fields(self, request, obj=None):
+        # A source's kind is fixed once it exists: its settings and leads are of that kind.
+        return (*self.readonly_fields, *(("kind",) if obj else ()))
+
+    @admin.display(description="Where the search stands")
+    def search(self, source):
+        return apollo_progress(source, timezone.now()) if source.kind == LeadSource.Kind.APOLLO else "—"
+
     def get_form(self, request, obj=None, change=False, **kwargs):
-        kwargs["form"] = lead_source_form(request)
+        kwargs["form"] = lead_source_form(request, LeadSourceAdminForm)
         return super().get_form(request, obj, change, **kwargs)
 
     def save_model(self, request, obj, form, change):
         upload = form.cleaned_data.get("csv_file")
         if upload:
             source_csv_save(campaign=obj.campaign, file=upload, name=obj.name, now=timezone.now(), source=obj)
+        elif obj.kind == LeadSource.Kind.APOLLO:  # leaves the search's place (state) to the cycle
+            apollo_source_save(campaign=obj.campaign, name=obj.name, active=obj.active, settings=obj.settings,
+                               source=obj)
         else:
             super().save_model(request, obj, form, change)
 
