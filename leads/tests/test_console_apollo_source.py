@@ -306,7 +306,7 @@ def test_the_campaigns_inline_checks_an_apollo_sources_json_as_the_cycle_does(op
     assert response.status_code == 200
     assert "person_seniorities: Unknown: ceo." in response.content.decode()
     assert not campaign.lead_sources.exists()
-    good = {**row, "settings": '{"person_titles": "CEO, CTO", "person_seniorities": ["c_suite"]}'}
+    good = {**row, "settings": '{"person_titles": ["CEO", "CTO"], "person_seniorities": ["c_suite"]}'}
     response = operator.post(f"/admin/campaigns/campaign/{campaign.pk}/change/",
                              campaign_change_data(operator, campaign, good))
     assert response.status_code == 302
