@@ -57,7 +57,7 @@ def test_the_campaign_api_and_page_show_the_credits_used_today_and_in_all(api, a
     assert detail["credits"] == {"apollo": {"today": 4, "total": 13, "budget_per_day": 40},
                                  "dropcontact": {"today": 25, "total": 25, "budget_per_day": 300}}
     assert (detail["apollo_credits_per_day"], detail["dropcontact_credits_per_day"]) == (40, 300)
-    assert ('<tr data-provider="apollo"><th scope="row">Apollo.io (emails revealed)</th><td class="num">4</td>'
+    assert ('<tr data-provider="apollo"><td>Apollo.io (emails revealed)</td><td class="num">4</td>'
             '<td class="num">40</td><td class="num">13</td></tr>') in page
 
 
