@@ -178,39 +178,21 @@ class ProviderReplay:
     def answer(self, method, path, status=200, body=None, headers=None, delay=0.0):
         self.answers.setdefault((method, path), []).append((status, body, headers or {}, delay))
 
-    def handler(self):
-        replay = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _serve(self):
-                length = int(self.headers.get("Content-Length") or 0)
-                replay.requests.append({"method": self.command, "path": self.path, "headers": dict(self.headers),
-                                        "body": json.loads(self.rfile.read(length) or b"null")})
-                status, body, headers, delay = replay.answers[(self.command, self.path)].pop(0)
-                time.sleep(delay)
-                raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-                self.send_response(status)
-                for name, value in {"Content-Type": "application/json", **headers}.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
-
-            do_GET = do_POST = _serve
-
-            def log_message(self, *args):
-                pass
-
-        return Handler
+    def serve(self, method, path, headers, raw):
+        self.requests.append({"method": method, "path": path, "headers": dict(headers), "body": json.loads(raw or b"null")})
+        status, body, headers, delay = self.answers[(method, path)].pop(0)
+        time.sleep(delay)
+        return status, body, headers
 
 
 @pytest.fixture
 def provider_replay(settings):
     """A ProviderReplay running, with Apollo's and Dropcontact's base URLs, keys and a 1 s time
     limit pointing at it."""
+    from leads.fake_providers import json_server
+
     replay = ProviderReplay()
-    httpd = ThreadingHTTPServer(("127.0.0.1", replay.port), replay.handler())
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    httpd = json_server(replay.serve, replay.port)
     settings.APOLLO_API_KEY, settings.APOLLO_BASE_URL = "apollo-secret-key", replay.url
     settings.DROPCONTACT_API_KEY, settings.DROPCONTACT_BASE_URL = "dropcontact-secret", replay.url
     settings.CAM_PROVIDER_TIMEOUT = 1.0

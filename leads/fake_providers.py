@@ -40,6 +40,33 @@ def _person(i: int) -> dict:
     }
 
 
+def json_server(answer, port: int = 0) -> ThreadingHTTPServer:
+    """An HTTP server on 127.0.0.1, serving in a background thread: `answer(method, path,
+    headers, body bytes)` gives (status, a JSON value or raw bytes, extra headers) for each
+    GET and POST. Stop it with shutdown() and server_close()."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def _serve(self):
+            length = int(self.headers.get("Content-Length") or 0)
+            status, body, headers = answer(self.command, self.path, self.headers, self.rfile.read(length))
+            raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+            self.send_response(status)
+            for name, value in {"Content-Type": "application/json", **headers}.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+        do_GET = do_POST = _serve
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd
+
+
 class FakeProviders:
     """Both providers on one local port: Apollo under /api/v1, Dropcontact under /v1."""
 
@@ -130,31 +157,16 @@ class FakeProviders:
 
     def start(self, port: int = 0) -> str:
         """Serve in a background thread; the base URL for APOLLO_BASE_URL and DROPCONTACT_BASE_URL."""
-        fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def _serve(self):
-                length = int(self.headers.get("Content-Length") or 0)
-                try:
-                    body = json.loads(self.rfile.read(length) or b"{}")
-                except ValueError:
-                    body = {}
-                status, answer = fake.answer(self.command, urlsplit(self.path).path, self.headers,
-                                             body if isinstance(body, dict) else {})
-                raw = json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
+        def answer(method, path, headers, raw):
+            try:
+                body = json.loads(raw or b"{}")
+            except ValueError:
+                body = {}
+            status, data = self.answer(method, urlsplit(path).path, headers, body if isinstance(body, dict) else {})
+            return status, data, {}
 
-            do_GET = do_POST = _serve
-
-            def log_message(self, *args):
-                pass
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+        self._httpd = json_server(answer, port)
         return f"http://127.0.0.1:{self._httpd.server_address[1]}"
 
     def stop(self) -> None:
