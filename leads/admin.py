@@ -7,7 +7,7 @@ from cam_project.uploads import upload_refusal
 from campaigns.services import Refused
 from leads.apollo_source import apollo_progress, apollo_settings_clean, apollo_source_save
 from leads.forms import ApolloFiltersForm
-from leads.models import ImportJob, Lead, LeadEvent, LeadSource
+from leads.models import ApiUsage, EnrichmentRequest, ImportJob, Lead, LeadEvent, LeadSource
 from leads.rows import LeadFileError, email_normalise
 from leads.services import ENRICHABLE_FIELDS, Actor, InvalidTransition, lead_record_outcome, lead_update
 from leads.sources import lead_file_check, source_csv_save, source_file_path
@@ -270,3 +270,32 @@ class ImportJobAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+class _ReadOnly(admin.ModelAdmin):
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(ApiUsage)
+class ApiUsageAdmin(_ReadOnly):
+    """Every call to Apollo or Dropcontact that cost credits: written by leads.credits only."""
+
+    list_display = ("created_at", "campaign", "provider", "endpoint", "asked", "credits", "outcome", "day")
+    list_filter = ("provider", "outcome")
+    search_fields = ("campaign__name", "error")
+    list_select_related = ("campaign",)
+    date_hierarchy = "day"
+
+
+@admin.register(EnrichmentRequest)
+class EnrichmentRequestAdmin(_ReadOnly):
+    """Batches of leads submitted to Dropcontact, pending until their results are in."""
+
+    list_display = ("submitted_at", "campaign", "provider", "request_id", "status", "polls", "finished_at", "note")
+    list_filter = ("provider", "status")
+    search_fields = ("campaign__name", "request_id")
+    list_select_related = ("campaign",)

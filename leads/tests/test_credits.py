@@ -133,3 +133,17 @@ def test_four_cycles_at_once_on_an_apollo_campaign_reveal_nobody_twice_and_keep_
     leads = Lead.objects.filter(campaign=campaign)
     assert leads.count() == sum(r["leads_discovered"] for r in results) == 25 - 3  # persons 6, 13, 20: no address
     assert len(set(leads.values_list("external_id", flat=True))) == leads.count()
+
+
+@pytest.mark.django_db
+def test_staff_read_the_calls_that_cost_credits_in_the_admin_and_cannot_change_them(admin, client, now):
+    campaign = CampaignFactory(name="Spring")
+    usage = credits_reserve(campaign=campaign, provider="apollo", endpoint="people/bulk_match", wanted=3, now=now)
+    client.force_login(admin)
+
+    listing = client.get("/admin/leads/apiusage/").content.decode()
+    change = client.post(f"/admin/leads/apiusage/{usage.pk}/change/", {"credits": 0})
+
+    assert "people/bulk_match" in listing and "Spring" in listing
+    assert change.status_code == 403 and ApiUsage.objects.get().credits == 3
+    assert client.get("/admin/leads/enrichmentrequest/").status_code == 200
