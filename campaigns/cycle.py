@@ -109,7 +109,7 @@ def cycle_run(
             return None
 
     discovered = phase("discover", lambda: leads_discover(
-        campaign=campaign, now=now, limit=max_new_leads or settings.CAM_MAX_NEW_LEADS))
+        campaign=campaign, now=now, limit=max_new_leads or settings.CAM_MAX_NEW_LEADS, deadline=deadline))
     enriched = phase("enrich", lambda: leads_enrich(
         campaign=campaign, now=now, limit=max_enriched or settings.CAM_MAX_ENRICHED, actor=actor,
         deadline=deadline))

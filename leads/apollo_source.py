@@ -17,6 +17,7 @@ budget, and inserts them as leads.
 import hashlib
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -28,7 +29,7 @@ from django.utils.dateparse import parse_datetime
 
 from campaigns.models import Campaign
 from leads.clients import apollo
-from leads.clients.http import AuthFailed, ProviderError, RateLimited, Unavailable
+from leads.clients.http import AuthFailed, ProviderError, RateLimited
 from leads.credits import Outcome, Provider, credits_reserve, credits_settle
 from leads.models import Lead, LeadSource
 from leads.rows import LeadRow, RowProblem, lead_row_clean
@@ -195,9 +196,11 @@ class ApolloRun:
     rejected: list[RowProblem] = field(default_factory=list)
 
 
-def apollo_discover(*, source: LeadSource, now: datetime, limit: int, session: requests.Session | None = None) -> ApolloRun:
+def apollo_discover(*, source: LeadSource, now: datetime, limit: int, deadline: float | None = None,
+                    session: requests.Session | None = None) -> ApolloRun:
     """Go on with the source's search: reveal and insert up to its `per_cycle` people (and
-    `limit` new leads), within the campaign's daily Apollo credit budget."""
+    `limit` new leads), within the campaign's daily Apollo credit budget; no call starts after
+    `deadline` (a time.monotonic(), the cycle's budget)."""
     run = ApolloRun()
     if not settings.APOLLO_API_KEY:
         run.skipped = "APOLLO_API_KEY is not set"
@@ -218,7 +221,7 @@ def apollo_discover(*, source: LeadSource, now: datetime, limit: int, session: r
     wanted = min(filters["per_cycle"], limit)
     with session or requests.Session() as http:
         try:
-            _run(source, filters, state, now, wanted, http, run)
+            _run(source, filters, state, now, wanted, http, run, deadline)
         except RateLimited as exc:
             wait = exc.retry_after if exc.retry_after is not None else DEFAULT_RETRY_AFTER
             _state_save(source, {**source.state, "wait_until": (now + timedelta(seconds=wait)).isoformat()})
@@ -236,13 +239,24 @@ class _MovedOn(Exception):
     pass
 
 
-def _run(source, filters, state, now, wanted, http, run) -> None:
+def _run(source, filters, state, now, wanted, http, run, deadline) -> None:
     """Read the search from the source's place on, revealing people ≤ 10 at a time until
-    `wanted` were revealed, the budget is used or the search ends."""
+    `wanted` were revealed, the budget is used, the cycle's time is up or the search ends."""
+
+    def time_up() -> bool:
+        if deadline is not None and time.monotonic() >= deadline:
+            run.notes.append("the cycle's time budget is used: the search goes on next cycle")
+            return True
+        return False
+
     for _ in range(MAX_PAGES_PER_CYCLE):
+        if time_up():
+            return
         page = apollo.people_search(filters=filters, page=state["page"], per_page=PAGE_SIZE, session=http)
         people = page.people[state["index"]:]
         while people and run.revealed_asked < wanted:
+            if time_up():
+                return
             chunk = people[: apollo.REVEAL_BATCH]
             worth = _worth_revealing(source, chunk)
             asked = min(len(worth), wanted - run.revealed_asked)
@@ -255,7 +269,8 @@ def _run(source, filters, state, now, wanted, http, run) -> None:
                     return
                 granted, short = usage.credits, usage.credits < asked
                 if len(worth) > granted:  # reveal that many; the people after them wait
-                    chunk = chunk[: chunk.index(worth[granted - 1]) + 1]
+                    last = next(i for i, person in enumerate(chunk) if person is worth[granted - 1])
+                    chunk = chunk[: last + 1]
                     worth = worth[:granted]
                 matches = _reveal(worth, usage, now, http)
                 run.credits += usage.credits
@@ -287,9 +302,9 @@ def _budget_note(source: LeadSource) -> str:
 
 def _worth_revealing(source: LeadSource, people: list[dict]) -> list[dict]:
     """People worth a credit: not in the campaign already, and not known to have no email."""
-    ids = [f"apollo:{p['id']}" for p in people]
+    ids = [f"apollo:{apollo.person_id(p)}" for p in people]
     here = set(Lead.objects.filter(campaign_id=source.campaign_id, external_id__in=ids).values_list("external_id", flat=True))
-    return [p for p in people if f"apollo:{p['id']}" not in here and p.get("has_email") is not False]
+    return [p for p in people if f"apollo:{apollo.person_id(p)}" not in here and p.get("has_email") is not False]
 
 
 def _reveal(people: list[dict], usage, now: datetime, http) -> list[dict]:
@@ -298,11 +313,11 @@ def _reveal(people: list[dict], usage, now: datetime, http) -> list[dict]:
     try:
         matches = apollo.people_reveal(people=people, session=http)
     except ProviderError as exc:
-        unknown = isinstance(exc, Unavailable) and exc.status is None
-        credits_settle(usage=usage, now=now, outcome=Outcome.UNKNOWN if unknown else Outcome.REFUSED, error=str(exc))
+        credits_settle(usage=usage, now=now, outcome=Outcome.UNKNOWN if exc.maybe_charged else Outcome.REFUSED,
+                       error=str(exc))
         raise
     # What it returned, without the addresses (they are on the leads, where they can be erased).
-    summary = [{"id": m.get("id"), "email_status": m.get("email_status"), "email": bool(m.get("email"))}
+    summary = [{"id": apollo.person_id(m), "email_status": m.get("email_status"), "email": bool(m.get("email"))}
                for m in matches]
     credits_settle(usage=usage, now=now, outcome=Outcome.DONE, charged=len(matches), response={"matches": summary})
     return matches
@@ -314,8 +329,7 @@ def _row(line: int, match: dict) -> LeadRow | RowProblem | None:
         return None
     row = lead_row_clean(line, {**fields, "timezone": fields.pop("time_zone")})
     if isinstance(row, LeadRow):
-        if match.get("id"):
-            row.fields["external_id"] = f"apollo:{match['id']}"[:100]
+        row.fields["external_id"] = f"apollo:{apollo.person_id(match)}"  # the reveal keeps only ids asked for
         record = json.dumps(match, default=str)
         row.extra = {"apollo": match if len(record) <= MAX_RECORD_CHARS else {
             "id": match.get("id"), "note": f"record of {len(record):,} characters not kept"}}

@@ -24,6 +24,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 
+from cam_project.validators import has_control_characters
 from campaigns.models import Campaign
 from leads.clients import dropcontact
 from leads.clients.http import BadAnswer, ProviderError, Unavailable
@@ -59,7 +60,7 @@ def dropcontact_run(*, campaign: Campaign, now: datetime, limit: int, deadline: 
     if deadline is not None:
         wait_until = min(wait_until, deadline)
     with session or requests.Session() as http:
-        if not _collect(campaign, now, http, run):
+        if not _collect(campaign, now, http, run, deadline):
             return run
         try:
             _submit(campaign, now, limit, http, run)
@@ -67,7 +68,7 @@ def dropcontact_run(*, campaign: Campaign, now: datetime, limit: int, deadline: 
             run.errors.append(f"{exc}: the leads wait for the next cycle")
         while run.submitted and _pending(campaign).exists() and time.monotonic() < wait_until:
             time.sleep(max(0.0, min(settings.CAM_DROPCONTACT_POLL_SECONDS, wait_until - time.monotonic())))
-            if not _collect(campaign, now, http, run):
+            if not _collect(campaign, now, http, run, deadline):
                 break
     waiting = dropcontact_waiting(Lead.objects.filter(campaign=campaign, status=Status.NEW)).count()
     if waiting:
@@ -86,10 +87,14 @@ def _pending(campaign: Campaign):
                                             status=EnrichmentRequest.Status.PENDING)
 
 
-def _collect(campaign, now, http, run: DropcontactRun) -> bool:
-    """Ask for the results of each pending request; False when Dropcontact cannot be asked now."""
+def _collect(campaign, now, http, run: DropcontactRun, deadline: float | None) -> bool:
+    """Ask for the results of each pending request; False when Dropcontact cannot be asked now
+    (or the cycle's time is up)."""
     give_up_before = now - timedelta(hours=settings.CAM_DROPCONTACT_GIVE_UP_HOURS)
     for request in _pending(campaign).order_by("submitted_at", "id"):
+        if deadline is not None and time.monotonic() >= deadline:
+            run.notes.append("the cycle's time budget is used: Dropcontact's results are asked for next cycle")
+            return False
         try:
             results = dropcontact.enrich_results(request_id=request.request_id, session=http)
         except (BadAnswer, Unavailable) as exc:
@@ -117,6 +122,7 @@ def _request_polled(request: EnrichmentRequest, now: datetime, note: str) -> Non
 
 def _request_end(request: EnrichmentRequest, now: datetime, run: DropcontactRun, *, rows=None, failed: str = "") -> None:
     """Mark the request done (or failed) once, and hand its leads' results to the enrichment."""
+    results = {} if failed else _rows_by_lead(request, rows)  # read before the request is marked done
     ended = EnrichmentRequest.objects.filter(pk=request.pk, status=EnrichmentRequest.Status.PENDING).update(
         status=EnrichmentRequest.Status.FAILED if failed else EnrichmentRequest.Status.DONE,
         finished_at=now, polled_at=now, polls=request.polls + 1, note=failed[:300])
@@ -126,7 +132,7 @@ def _request_end(request: EnrichmentRequest, now: datetime, run: DropcontactRun,
         run.given_up.update(request.lead_ids)
         run.notes.append(f"Dropcontact request {request.request_id} {failed}: its leads are enriched without it")
         return
-    run.results.update(_rows_by_lead(request, rows))
+    run.results.update(results)
 
 
 def _rows_by_lead(request: EnrichmentRequest, rows: list[dict]) -> dict[int, dict]:
@@ -136,9 +142,7 @@ def _rows_by_lead(request: EnrichmentRequest, rows: list[dict]) -> dict[int, dic
     by_email = dict(Lead.objects.filter(pk__in=request.lead_ids).values_list("email", "pk"))
     found = {}
     for row in rows:
-        emails = [e.get("email", "").lower() for e in row.get("email") or [] if isinstance(e, dict)] \
-            if isinstance(row.get("email"), list) else []
-        for email in emails:
+        for email in (entry["email"] for entry in dropcontact_result(row)["emails"]):
             if email in by_email:
                 found[by_email[email]] = dropcontact_result(row)
                 break
@@ -147,9 +151,9 @@ def _rows_by_lead(request: EnrichmentRequest, rows: list[dict]) -> dict[int, dic
 
 def dropcontact_result(row: dict) -> dict:
     """One contact's results: the lead fields it gives, and every address with its qualification."""
-    emails = [{"email": str(e.get("email")).strip().lower(), "qualification": str(e.get("qualification") or "")}
+    emails = [{"email": e["email"].strip().lower()[:320], "qualification": str(e.get("qualification") or "")[:50]}
               for e in (row.get("email") if isinstance(row.get("email"), list) else [])
-              if isinstance(e, dict) and e.get("email")]
+              if isinstance(e, dict) and isinstance(e.get("email"), str) and e["email"].strip()]
     return {"fields": dropcontact.result_fields(row), "emails": emails}
 
 
@@ -172,8 +176,7 @@ def _submit(campaign: Campaign, now: datetime, limit: int, http, run: Dropcontac
             request_id = dropcontact.enrich_submit(contacts=[dropcontact.contact_body(lead) for lead in batch],
                                                    session=http)
         except ProviderError as exc:
-            unknown = isinstance(exc, Unavailable) and exc.status is None
-            credits_settle(usage=usage, now=now, outcome=Outcome.UNKNOWN if unknown else Outcome.REFUSED,
+            credits_settle(usage=usage, now=now, outcome=Outcome.UNKNOWN if exc.maybe_charged else Outcome.REFUSED,
                            error=str(exc))
             raise
         credits_settle(usage=usage, now=now, outcome=Outcome.DONE, charged=len(batch),
@@ -199,7 +202,8 @@ def dropcontact_apply(*, lead: Lead, result: dict) -> dict:
     if result.get("missing"):
         return {}
     for name, value in result["fields"].items():
-        if name in FILLED_FIELDS and value and not getattr(lead, name):
+        # What imports refuse in a field (line breaks, escapes) is not taken from Dropcontact either.
+        if name in FILLED_FIELDS and value and not getattr(lead, name) and not has_control_characters(value):
             setattr(lead, name, value[: Lead._meta.get_field(name).max_length])
     qualifications = {e["email"]: e["qualification"] for e in result["emails"]}
     own = qualifications.get(lead.email)

@@ -149,7 +149,7 @@ def _problems_note(label: str, problems: list[RowProblem], shown: int = 3) -> st
     return f"{label}: {len(problems)} {rows} rejected ({listed}{more})"
 
 
-def leads_discover(*, campaign: Campaign, now: datetime, limit: int) -> PhaseResult:
+def leads_discover(*, campaign: Campaign, now: datetime, limit: int, deadline: float | None = None) -> PhaseResult:
     """Run each active lead source of the campaign and insert what is new, `limit` in all.
 
     A CSV source's rejected rows are noted once per version of its file (size and modification
@@ -162,7 +162,7 @@ def leads_discover(*, campaign: Campaign, now: datetime, limit: int) -> PhaseRes
         source.last_error = ""
         version = source_file_version(source)
         if source.kind == LeadSource.Kind.APOLLO:
-            _apollo_discover(source, label, now, max(limit - result.count, 0), result)
+            _apollo_discover(source, label, now, max(limit - result.count, 0), deadline, result)
             continue
         try:
             if read is None:
@@ -186,8 +186,9 @@ def leads_discover(*, campaign: Campaign, now: datetime, limit: int) -> PhaseRes
     return result
 
 
-def _apollo_discover(source: LeadSource, label: str, now: datetime, limit: int, result: PhaseResult) -> None:
-    run = apollo_discover(source=source, now=now, limit=limit)
+def _apollo_discover(source: LeadSource, label: str, now: datetime, limit: int, deadline: float | None,
+                     result: PhaseResult) -> None:
+    run = apollo_discover(source=source, now=now, limit=limit, deadline=deadline)
     source.last_error, source.last_run_at = run.error, now
     source.save(update_fields=["last_run_at", "last_error"])
     if run.skipped:

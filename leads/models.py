@@ -235,7 +235,7 @@ class EnrichmentRequest(models.Model):
 
     campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="enrichment_requests")
     provider = models.CharField(max_length=20)
-    request_id = models.CharField(max_length=200)
+    request_id = models.CharField(max_length=500)
     lead_ids = models.JSONField(default=list, help_text="The leads submitted, in the order sent.")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     submitted_at = models.DateTimeField(default=timezone.now)

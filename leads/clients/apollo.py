@@ -58,7 +58,13 @@ def people_search(*, filters: dict, page: int, per_page: int, session: requests.
         people = []
     if not isinstance(people, list):
         raise BadAnswer(NAME, "the search answer has no list of people")
-    people = [p for p in people if isinstance(p, dict) and p.get("id")]
+    # At most the page asked for, each person once, with an id fit to be kept (Apollo's are 24 hex digits).
+    seen, unique = set(), []
+    for person in people[:per_page]:
+        if (found := person_id(person)) and found not in seen:
+            seen.add(found)
+            unique.append(person)
+    people = unique
     pagination = data.get("pagination") if isinstance(data.get("pagination"), dict) else {}
     total_pages, total_entries = pagination.get("total_pages"), pagination.get("total_entries")
     return SearchPage(people=people, page=page,
@@ -70,6 +76,16 @@ def _count(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
+MAX_ID_LENGTH = 64
+
+
+def person_id(person) -> str:
+    """A person's Apollo id as text, or "" when it has none fit to be kept."""
+    value = person.get("id") if isinstance(person, dict) else None
+    text = str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else ""
+    return text if 0 < len(text) <= MAX_ID_LENGTH and text.isprintable() else ""
+
+
 def people_reveal(*, people: list[dict], session: requests.Session) -> list[dict]:
     """The matches (with email) for at most REVEAL_BATCH people found by the search; people
     Apollo could not match are left out."""
@@ -77,12 +93,18 @@ def people_reveal(*, people: list[dict], session: requests.Session) -> list[dict
         raise ValueError(f"Apollo reveals at most {REVEAL_BATCH} people a call")
     if not people:
         return []
+    asked = [person_id(p) for p in people]
     data = call(provider(), session, "POST", "/people/bulk_match",
-                body={"details": [{"id": p["id"]} for p in people], "reveal_personal_emails": False})
+                body={"details": [{"id": i} for i in asked], "reveal_personal_emails": False})
     matches = data.get("matches")
     if not isinstance(matches, list):
         raise BadAnswer(NAME, "the reveal answer has no list of matches")
-    return [m for m in matches if isinstance(m, dict)]
+    # Only the people asked for, each once: a match for anyone else was not paid for by this call.
+    by_id = {}
+    for match in matches:
+        if isinstance(match, dict) and person_id(match) in asked:
+            by_id.setdefault(person_id(match), match)
+    return [by_id[i] for i in asked if i in by_id]
 
 
 def match_fields(match: dict) -> dict[str, str]:

@@ -5,6 +5,7 @@
 over a `requests` session; every failure is a leads.clients.http.ProviderError.
 """
 
+import re
 from dataclasses import dataclass
 
 import requests
@@ -14,6 +15,8 @@ from leads.clients.http import BadAnswer, Provider, call
 
 NAME = "Dropcontact"
 SUBMIT_BATCH = 250
+# A request id CAM can keep and ask for: no path separators or dot segments, no spaces.
+REQUEST_ID = re.compile(r"(?!\.{1,2}$)[^/?#%\\\s]{1,500}")
 # Qualifications of a found address that CAM emails; "invalid" and the unknown are not.
 GOOD_QUALIFICATIONS = ("nominative@pro", "catch_all@pro")
 
@@ -38,8 +41,13 @@ def enrich_submit(*, contacts: list[dict], session: requests.Session) -> str:
         raise ValueError(f"Dropcontact takes at most {SUBMIT_BATCH} contacts a request")
     data = call(provider(), session, "POST", "/enrich/all", body={"data": contacts, "siren": False, "language": "en"})
     request_id = data.get("request_id")
-    if data.get("success") is False or not isinstance(request_id, str) or not request_id:
-        raise BadAnswer(NAME, f"the request was not accepted: {str(data.get('error') or data.get('reason'))[:200]}")
+    if data.get("success") is False:  # refused in so many words: not charged
+        raise BadAnswer(NAME, f"the request was not accepted: {str(data.get('error') or data.get('reason'))[:200]}",
+                        maybe_charged=False)
+    if not isinstance(request_id, str) or not request_id:
+        raise BadAnswer(NAME, "the answer has no request id")
+    if not REQUEST_ID.fullmatch(request_id):  # it goes into a URL path and a 500-character column
+        raise BadAnswer(NAME, f"answered a request id CAM cannot ask for ({len(request_id)} characters)")
     return request_id
 
 

@@ -82,7 +82,7 @@ class Migration(migrations.Migration):
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('provider', models.CharField(max_length=20)),
-                ('request_id', models.CharField(max_length=200)),
+                ('request_id', models.CharField(max_length=500)),
                 ('lead_ids', models.JSONField(default=list, help_text='The leads submitted, in the order sent.')),
                 ('status', models.CharField(choices=[('pending', 'Pending'), ('done', 'Done'), ('failed', 'Failed')], default='pending', max_length=10)),
                 ('submitted_at', models.DateTimeField(default=django.utils.timezone.now)),

@@ -230,7 +230,7 @@ def test_rate_limited_the_source_stops_and_waits_as_long_as_apollo_asked(provide
     (402, {"error": "Insufficient credits"}, 0, "refused", 0),
     (422, {"error": "Invalid details"}, 0, "refused", 0),
     (500, {}, 0, "refused", 0),
-    (200, {"matches": "x"}, 0, "refused", 0),
+    (200, {"matches": "x"}, 0, "unknown", 2),  # answered, so maybe charged
     (200, {"matches": [match(1), match(2)]}, 1.5, "unknown", 2),
 ])
 def test_a_failed_reveal_is_recorded_with_what_it_cost_and_the_people_are_asked_for_again(

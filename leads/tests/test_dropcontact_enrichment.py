@@ -124,7 +124,7 @@ def test_the_daily_budget_caps_what_is_submitted_and_the_rest_waits_for_tomorrow
     (403, {"error": True, "reason": "Not enough credits"}, 0, "refused", 0, "refused for the plan or credits (403)"),
     (429, {"error": True}, 0, "refused", 0, "rate limited (429)"),
     (500, {}, 0, "refused", 0, "server error 500"),
-    (200, b"{oops", 0, "refused", 0, "the answer is not JSON"),
+    (200, b"{oops", 0, "unknown", 2, "the answer is not JSON"),  # answered, so maybe charged
     (200, {"success": False, "error": True, "reason": "bad data"}, 0, "refused", 0, "the request was not accepted"),
     (200, {"request_id": "late", "success": True}, 1.5, "unknown", 2, "no answer within 1 s"),
 ])
