@@ -212,6 +212,7 @@ def fake_providers(settings):
     settings.APOLLO_API_KEY, settings.APOLLO_BASE_URL = "apollo-secret-key", url
     settings.DROPCONTACT_API_KEY, settings.DROPCONTACT_BASE_URL = "dropcontact-secret", url
     settings.CAM_PROVIDER_TIMEOUT = 5.0
+    settings.CAM_DROPCONTACT_POLL_SECONDS = 0.05  # the fake's results are ready at the second ask
     fake.url = url
     yield fake
     fake.stop()

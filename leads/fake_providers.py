@@ -63,7 +63,8 @@ def json_server(answer, port: int = 0) -> ThreadingHTTPServer:
             pass
 
     httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    # A short poll interval: shutdown() waits for it (tests start and stop many servers).
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     return httpd
 
 
