@@ -1,6 +1,7 @@
 """The operator console in a real browser (Debian's chromium driven by Playwright): log in,
 create a campaign (after a validation error), upload leads, run a dry-run cycle and a confirmed
-live one, pause and resume. Screenshots of each page go to artifacts/screenshots/."""
+live one, pause and resume; add an Apollo source, preview its search and run it against the fake
+local Apollo. Screenshots of each page go to artifacts/screenshots/."""
 
 import re
 import shutil
@@ -191,3 +192,46 @@ def test_a_newcomer_finds_the_demo_campaign_and_sees_what_a_dry_run_would_send(b
     assert mail.outbox == []
     shot(page, "10-demo-dry-run")
     page.close()
+
+
+def test_an_operator_adds_an_apollo_source_previews_its_search_and_runs_a_cycle(page, fake_providers, settings):
+    """An Apollo source set up in the console alone, against the fake local Apollo: the preview
+    shows people and reveals nobody; the cycle then reveals within the budget."""
+    from playwright.sync_api import expect
+
+    from leads.models import ApiUsage, Lead
+
+    settings.CAM_DROPCONTACT_WAIT_SECONDS = 5
+    campaign = Campaign.objects.create(name="Apollo outreach", apollo_credits_per_day=12)
+    page.goto("/login/")
+    page.get_by_label("Username").fill("operator")
+    page.get_by_label("Password").fill("s3cret-pass")
+    page.get_by_role("button", name="Log in").click()
+    page.goto(f"/campaigns/{campaign.pk}")
+    page.get_by_role("link", name="Add Apollo source").click()
+
+    page.get_by_label("Name", exact=True).fill("SaaS leaders")
+    page.get_by_label("Job titles").fill("CEO, Head of Growth")
+    page.get_by_label("C-suite").check()
+    page.get_by_label("11–20").check()
+    page.get_by_role("button", name="Preview").click()
+    expect(page.locator("#preview-people tbody tr")).to_have_count(10)
+    expect(page.locator("#preview-people")).to_contain_text("Maya Chen")
+    expect(page.locator("[data-preview=total]")).to_have_text("240")
+    assert fake_providers.revealed_ids == [] and not Lead.objects.exists() and not ApiUsage.objects.exists()
+    shot(page, "20-apollo-preview")
+    page.set_viewport_size({"width": 390, "height": 800})
+    shot(page, "21-apollo-preview-phone")
+    page.set_viewport_size({"width": 1280, "height": 900})
+
+    page.get_by_role("button", name="Add source").click()
+    expect(page.locator("#lead-sources")).to_contain_text("SaaS leaders")
+    source = campaign.lead_sources.get()
+    assert source.settings == {"person_titles": ["CEO", "Head of Growth"], "person_seniorities": ["c_suite"],
+                               "organization_num_employees_ranges": ["11,20"], "per_cycle": 25}
+
+    page.get_by_role("button", name="Run dry-run cycle").click()
+    expect(page.locator("[data-provider=apollo]")).to_contain_text("12")
+    assert len(fake_providers.revealed_ids) == 12  # the budget, not per_cycle (25)
+    assert Lead.objects.filter(campaign=campaign).count() == 11  # person 6 has no address
+    shot(page, "22-apollo-after-cycle")
