@@ -29,7 +29,7 @@ from django.utils.dateparse import parse_datetime
 
 from campaigns.models import Campaign
 from leads.clients import apollo
-from leads.clients.http import AuthFailed, ProviderError, RateLimited
+from leads.clients.http import AuthFailed, ProviderError, RateLimited, text_of
 from leads.credits import Outcome, Provider, credits_reserve, credits_settle
 from leads.models import Lead, LeadSource
 from leads.rows import LeadRow, RowProblem, lead_row_clean
@@ -163,7 +163,7 @@ def apollo_preview(*, filters: dict, session: requests.Session | None = None) ->
 
 def _preview_person(person: dict) -> dict[str, str]:
     def text(value) -> str:
-        return "" if value is None or isinstance(value, (dict, list)) else " ".join(str(value).split())[:MAX_ITEM_LENGTH]
+        return " ".join(text_of(value).split())[:MAX_ITEM_LENGTH]
 
     org = person.get("organization") if isinstance(person.get("organization"), dict) else {}
     # The search hides most last names (last_name_obfuscated, "Sm***h"): the reveal gives them.

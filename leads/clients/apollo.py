@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import requests
 from django.conf import settings
 
-from leads.clients.http import BadAnswer, Provider, call
+from leads.clients.http import BadAnswer, Provider, call, text_of
 
 NAME = "Apollo"
 # A source's settings use Apollo's own parameter names (SPEC §10).
@@ -110,22 +110,18 @@ def people_reveal(*, people: list[dict], session: requests.Session) -> list[dict
 def match_fields(match: dict) -> dict[str, str]:
     """A match as a lead's fields (the row an import would give), text only."""
     org = match.get("organization") if isinstance(match.get("organization"), dict) else {}
-
-    def text(value) -> str:
-        return "" if value is None or isinstance(value, (dict, list)) else str(value).strip()
-
     return {
-        "email": text(match.get("email")),
-        "first_name": text(match.get("first_name")),
-        "last_name": text(match.get("last_name")),
-        "job_title": text(match.get("title")),
-        "company": text(org.get("name")),
-        "company_size": text(org.get("estimated_num_employees")),
-        "industry": text(org.get("industry")),
-        "website": text(org.get("website_url")),
-        "city": text(match.get("city")),
-        "country": text(match.get("country")),
-        "linkedin_url": text(match.get("linkedin_url")),
-        "time_zone": text(match.get("time_zone")),
-        "email_status": text(match.get("email_status")),
+        "email": text_of(match.get("email")),
+        "first_name": text_of(match.get("first_name")),
+        "last_name": text_of(match.get("last_name")),
+        "job_title": text_of(match.get("title")),
+        "company": text_of(org.get("name")),
+        "company_size": text_of(org.get("estimated_num_employees")),
+        "industry": text_of(org.get("industry")),
+        "website": text_of(org.get("website_url")),
+        "city": text_of(match.get("city")),
+        "country": text_of(match.get("country")),
+        "linkedin_url": text_of(match.get("linkedin_url")),
+        "time_zone": text_of(match.get("time_zone")),
+        "email_status": text_of(match.get("email_status")),
     }

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import requests
 from django.conf import settings
 
-from leads.clients.http import BadAnswer, Provider, call
+from leads.clients.http import BadAnswer, Provider, call, text_of
 
 NAME = "Dropcontact"
 SUBMIT_BATCH = 250
@@ -71,16 +71,12 @@ def enrich_results(*, request_id: str, session: requests.Session) -> Results:
 
 def result_fields(row: dict) -> dict:
     """One contact's results as a lead's fields, and the verified email with its qualification."""
-
-    def text(value) -> str:
-        return "" if value is None or isinstance(value, (dict, list)) else str(value).strip()
-
     emails = [e for e in row.get("email") or [] if isinstance(e, dict) and e.get("email")] \
         if isinstance(row.get("email"), list) else []
     best = next((e for e in emails if e.get("qualification") in GOOD_QUALIFICATIONS), emails[0] if emails else {})
     return {
-        "email": text(best.get("email")).lower(), "qualification": text(best.get("qualification")),
-        "job_title": text(row.get("job")), "company_size": text(row.get("nb_employees")),
-        "industry": text(row.get("naf5_des")), "website": text(row.get("website")),
-        "linkedin_url": text(row.get("linkedin")), "company": text(row.get("company")),
+        "email": text_of(best.get("email")).lower(), "qualification": text_of(best.get("qualification")),
+        "job_title": text_of(row.get("job")), "company_size": text_of(row.get("nb_employees")),
+        "industry": text_of(row.get("naf5_des")), "website": text_of(row.get("website")),
+        "linkedin_url": text_of(row.get("linkedin")), "company": text_of(row.get("company")),
     }

@@ -172,6 +172,11 @@ class _TooDeep(Exception):
     pass
 
 
+def text_of(value) -> str:
+    """A value of a provider's answer as text: "" for nothing, a list or an object."""
+    return "" if value is None or isinstance(value, (dict, list)) else str(value).strip()
+
+
 def redact(text: str) -> str:
     """`text` without CAM's own API keys (a provider may echo one back in an error)."""
     for key in (settings.APOLLO_API_KEY, settings.DROPCONTACT_API_KEY):
@@ -180,12 +185,14 @@ def redact(text: str) -> str:
     return text
 
 
+def _clean(text: str) -> str:
+    """A text of a provider's answer without NUL characters (PostgreSQL stores none) or CAM's keys."""
+    return redact(text.replace("\x00", "")) if text else text
+
+
 def _scrub(data):
     """Take NUL characters (PostgreSQL stores none) and CAM's keys out of every text of a
     decoded answer, in place and without recursion; _TooDeep past MAX_DEPTH levels."""
-
-    def clean(text: str) -> str:
-        return redact(text.replace("\x00", "")) if text else text
 
     stack = [(data, 1)]
     while stack:
@@ -196,13 +203,13 @@ def _scrub(data):
             items = list(node.items())
             node.clear()
             for key, value in items:
-                node[clean(key)] = clean(value) if isinstance(value, str) else value
+                node[_clean(key)] = _clean(value) if isinstance(value, str) else value
                 if isinstance(value, (dict, list)):
                     stack.append((value, depth + 1))
         else:
             for index, value in enumerate(node):
                 if isinstance(value, str):
-                    node[index] = clean(value)
+                    node[index] = _clean(value)
                 elif isinstance(value, (dict, list)):
                     stack.append((value, depth + 1))
     return data
@@ -213,4 +220,4 @@ def _excerpt(raw: bytes) -> str:
     text = (data.get("error") or data.get("message") or data.get("reason")) if isinstance(data, dict) else None
     if not isinstance(text, str):
         return ""
-    return redact(text.replace("\x00", ""))[:200]
+    return _clean(text)[:200]
