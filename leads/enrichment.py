@@ -2,8 +2,8 @@
 
 ENRICHERS maps a name to a function that takes a batch of leads and returns, per lead id, the
 data it found: `{"data": {...}, "fields": {lead field: better value}}`; the enricher
-decides whether a value replaces what the source gave. An enricher
-that cannot run raises EnricherSkipped, once for the batch; the pipeline reports it and goes on.
+decides whether a value replaces what the source gave. An enricher that fails raises; the
+pipeline reports it and goes on. Dropcontact, which answers later, is leads.dropcontact_enrichment.
 """
 
 import re
@@ -32,10 +32,6 @@ _SENIORITY = (
 # Extra source columns worth carrying into the enrichment data, under a stable name (website,
 # LinkedIn, city, country and time zone are the lead's own fields).
 _EXTRA_KEYS = {"domain": "website", "phone": "phone", "location": "location"}
-
-
-class EnricherSkipped(Exception):
-    """The enricher cannot run now (e.g. its API key is not set)."""
 
 
 def company_size_bucket(raw: str) -> str:

@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from campaigns.models import Campaign
 from leads.dropcontact_enrichment import dropcontact_apply, dropcontact_run
-from leads.enrichment import ENRICHERS, EnricherSkipped, email_verify, lead_score
+from leads.enrichment import ENRICHERS, email_verify, lead_score
 from leads.models import TAG_DO_NOT_CONTACT, Lead, LeadEvent
 from leads.rows import email_normalise, email_syntax_error
 
@@ -373,8 +373,6 @@ def leads_enrich(
     for name, enrich in ENRICHERS.items():
         try:
             found_by_enricher.append(enrich(leads))
-        except EnricherSkipped as exc:
-            result.notes.append(f"{name} enrichment skipped: {exc}")
         except Exception as exc:
             logger.exception("enricher %s failed for campaign %s", name, campaign.pk)
             result.errors.append(f"{name} enrichment: {exc}")
