@@ -6,8 +6,6 @@ PostgreSQL only: run the suite there too); each is fixed.
 import json
 import threading
 import time
-from datetime import datetime
-from datetime import timezone as dt_timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from io import StringIO
 
@@ -21,9 +19,12 @@ from campaigns.tests.factories import CampaignFactory
 from leads.apollo_source import PAGE_SIZE, apollo_discover
 from leads.clients import apollo
 from leads.credits import credits_used
+from leads.fake_providers import json_server
 from leads.importing import leads_discover
 from leads.models import ApiUsage, Lead, LeadSource
-from leads.tests.factories import LeadFactory, LeadSourceFactory
+from leads.tests.factories import LeadSourceFactory
+# The Dropcontact tests' NEW lead and quick polls (an autouse fixture, imported to apply here too).
+from leads.tests.test_dropcontact_enrichment import _quick_polls, new_lead  # noqa: F401
 
 pytestmark = pytest.mark.django_db
 
@@ -31,13 +32,6 @@ SEARCH, REVEAL = "/api/v1/mixed_people/api_search", "/api/v1/people/bulk_match"
 SUBMIT = "/v1/enrich/all"
 FILTERS = {"person_titles": ["CEO"]}
 Status = Lead.Status
-IMPORTED = datetime(2026, 3, 10, 9, 0, tzinfo=dt_timezone.utc)
-
-
-@pytest.fixture(autouse=True)
-def _quick_polls(settings):
-    settings.CAM_DROPCONTACT_POLL_SECONDS = 0.05
-    settings.CAM_DROPCONTACT_WAIT_SECONDS = 0.3
 
 
 def apollo_source(campaign, **settings):
@@ -56,11 +50,6 @@ def match(i, **more):
 
 def search_page(people, page=1, total_pages=1):
     return {"people": people, "pagination": {"page": page, "per_page": PAGE_SIZE, "total_pages": total_pages}}
-
-
-def new_lead(campaign, email, **fields):
-    return LeadFactory(campaign=campaign, email=email, status=Status.NEW, score=0, email_valid=None, enrichment={},
-                       enriched_at=None, job_title="", company_size="", industry="", created_at=IMPORTED, **fields)
 
 
 def contact(email, qualification="nominative@pro", **more):
@@ -82,29 +71,13 @@ class Recorder:
     every request it gets and answers an empty JSON object."""
 
     def __init__(self):
-        recorder = self
         self.requests = []
 
-        class Handler(BaseHTTPRequestHandler):
-            def _serve(self):
-                length = int(self.headers.get("Content-Length") or 0)
-                self.rfile.read(length)
-                recorder.requests.append({"path": self.path, "headers": dict(self.headers)})
-                raw = b'{"people": [], "pagination": {}, "success": false, "reason": "not ready"}'
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
+        def answer(method, path, headers, body):
+            self.requests.append({"path": path, "headers": dict(headers)})
+            return 200, {"people": [], "pagination": {}, "success": False, "reason": "not ready"}, {}
 
-            do_GET = do_POST = _serve
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.httpd = json_server(answer)
         self.url = f"http://localhost:{self.httpd.server_address[1]}"
 
     def stop(self):
