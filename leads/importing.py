@@ -13,7 +13,7 @@ from leads.apollo_source import apollo_discover
 from leads.models import Lead, LeadSource
 from leads.rows import LeadRow, RowProblem, csv_rows
 from leads.services import PhaseResult
-from leads.sources import SOURCES, lead_text, open_lead_file, source_file_version
+from leads.sources import csv_source_rows, lead_text, open_lead_file, source_file_version
 
 # Suppression is outreach's table, but no lead may be created for a suppressed address.
 from outreach.models import Suppression
@@ -150,40 +150,45 @@ def _problems_note(label: str, problems: list[RowProblem], shown: int = 3) -> st
 
 
 def leads_discover(*, campaign: Campaign, now: datetime, limit: int, deadline: float | None = None) -> PhaseResult:
-    """Run each active lead source of the campaign and insert what is new, `limit` in all.
-
-    A CSV source's rejected rows are noted once per version of its file (size and modification
-    time), not at every cycle: the version is remembered once the whole file was read, and a
-    changed file is reported again."""
+    """Run each active lead source of the campaign (by its kind: a CSV file, or an Apollo search,
+    see leads.apollo_source) and insert what is new, `limit` in all. A source that fails is the
+    phase's error, with the source's last_error, and the other sources still run."""
     result = PhaseResult()
     for source in campaign.lead_sources.filter(active=True):
         label = f"source {source}"
-        read = SOURCES.get(source.kind)
-        source.last_error = ""
-        version = source_file_version(source)
-        if source.kind == LeadSource.Kind.APOLLO:
-            _apollo_discover(source, label, now, max(limit - result.count, 0), deadline, result)
+        discover = _DISCOVER.get(source.kind)
+        if discover is None:
+            source.last_error = f"unknown kind {source.kind!r}"
+            result.errors.append(f"{label}: {source.last_error}")
+            source.last_run_at = now
+            source.save(update_fields=["last_run_at", "last_error"])
             continue
-        try:
-            if read is None:
-                raise ValueError(f"unknown kind {source.kind!r}")
-            report = leads_insert(
-                campaign=campaign, rows=read(source), now=now, source=source,
-                limit=max(limit - result.count, 0),
-            )
-        except Exception as exc:
-            logger.exception("lead source %s of campaign %s failed", source.pk, campaign.pk)
-            source.last_error = str(exc)
-            result.errors.append(f"{label}: {exc}")
-        else:
-            result.count += report.imported
-            if report.rejected and not (version and version == source.reported_file_version):
-                result.notes.append(_problems_note(label, report.rejected))
-            if version and report.complete:
-                source.reported_file_version = version
-        source.last_run_at = now
-        source.save(update_fields=["last_run_at", "last_error", "reported_file_version"])
+        discover(source, label, now, max(limit - result.count, 0), deadline, result)
     return result
+
+
+def _csv_discover(source: LeadSource, label: str, now: datetime, limit: int, deadline: float | None,
+                  result: PhaseResult) -> None:
+    """The rows of a CSV source's file that are new. Its rejected rows are noted once per version
+    of the file (size and modification time), not at every cycle: the version is remembered once
+    the whole file was read, and a changed file is reported again."""
+    source.last_error = ""
+    version = source_file_version(source)
+    try:
+        report = leads_insert(campaign=source.campaign, rows=csv_source_rows(source), now=now, source=source,
+                              limit=limit)
+    except Exception as exc:
+        logger.exception("lead source %s of campaign %s failed", source.pk, source.campaign_id)
+        source.last_error = str(exc)
+        result.errors.append(f"{label}: {exc}")
+    else:
+        result.count += report.imported
+        if report.rejected and not (version and version == source.reported_file_version):
+            result.notes.append(_problems_note(label, report.rejected))
+        if version and report.complete:
+            source.reported_file_version = version
+    source.last_run_at = now
+    source.save(update_fields=["last_run_at", "last_error", "reported_file_version"])
 
 
 def _apollo_discover(source: LeadSource, label: str, now: datetime, limit: int, deadline: float | None,
@@ -204,3 +209,7 @@ def _apollo_discover(source: LeadSource, label: str, now: datetime, limit: int, 
         result.notes.append(_problems_note(label, run.rejected))
     if run.error:
         result.errors.append(f"{label}: {run.error}")
+
+
+# Each kind of lead source: what a cycle does with it.
+_DISCOVER = {LeadSource.Kind.CSV: _csv_discover, LeadSource.Kind.APOLLO: _apollo_discover}

@@ -13,7 +13,7 @@ TAG_DO_NOT_CONTACT = "do_not_contact"
 
 
 class LeadSource(models.Model):
-    """Where a campaign's leads come from; `kind` picks the function in leads.sources.SOURCES."""
+    """Where a campaign's leads come from: a CSV file, or an Apollo search (leads.importing.leads_discover)."""
 
     class Kind(models.TextChoices):
         CSV = "csv", "CSV file"

@@ -1,6 +1,6 @@
-"""Lead sources read as rows (`kind` → a function that yields LeadRow, or RowProblem for a row
-it had to reject, and raises for a failure the cycle reports); and the files of CSV sources,
-which live under CAM_IMPORT_DIR and nowhere else. The Apollo source is leads.apollo_source.
+"""CSV lead sources: their rows (LeadRow, or RowProblem for a row rejected; a failure raises,
+and the cycle reports it), and their files, which live under CAM_IMPORT_DIR and nowhere else.
+The Apollo source is leads.apollo_source.
 """
 
 import codecs
@@ -8,7 +8,7 @@ import io
 import os
 import secrets
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -157,10 +157,3 @@ def source_csv_save(
         (import_dir() / relative).unlink(missing_ok=True)
         raise
     return source
-
-
-# Sources read as rows; an Apollo source reveals and inserts as it goes (leads.apollo_source).
-SOURCES: dict[str, Callable[[LeadSource], Iterator[LeadRow | RowProblem]]] = {
-    LeadSource.Kind.CSV: csv_source_rows,
-}
-
