@@ -2,13 +2,18 @@
 
 import filecmp
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
+from django.test.utils import override_settings
+from django.utils import timezone
 
 from campaigns.models import Campaign, MessageStep
+from campaigns.services import campaign_pause, campaign_resume
+from leads.fake_providers import FakeProviders
 from leads.models import LeadSource
 from leads.sources import import_dir
 from outreach.messages import DEFAULT_STEPS
@@ -82,6 +87,33 @@ def apollo_demo_load(now) -> tuple[Campaign, bool]:
         LeadSource.objects.create(campaign=campaign, name="Apollo: SaaS leaders", kind=LeadSource.Kind.APOLLO,
                                   settings=APOLLO_DEMO_FILTERS)
     return campaign, created
+
+
+@contextmanager
+def fake_providers_running():
+    """leads.fake_providers started, and this process's Apollo and Dropcontact pointed at it
+    (for the block only); yields its URL."""
+    fake = FakeProviders()
+    url = fake.start()
+    try:
+        # The fake answers at the second ask for results.
+        with override_settings(APOLLO_API_KEY="fake-apollo-key", APOLLO_BASE_URL=url,
+                               DROPCONTACT_API_KEY="fake-dropcontact-key", DROPCONTACT_BASE_URL=url,
+                               CAM_DROPCONTACT_POLL_SECONDS=0.5):
+            yield url
+    finally:
+        fake.stop()
+
+
+@contextmanager
+def apollo_demo_resumed(campaign: Campaign):
+    """The Apollo demo campaign active for the block, paused again after it whatever happens."""
+    try:
+        campaign_resume(campaign=campaign, now=timezone.now())
+        yield campaign
+    finally:
+        campaign.refresh_from_db()
+        campaign_pause(campaign=campaign, reason=APOLLO_DEMO_PAUSED, now=timezone.now())
 
 
 def _demo_csv_copy(campaign: Campaign) -> str:

@@ -3,13 +3,17 @@
 
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
-from django.test.utils import override_settings
 from django.utils import timezone
 
-from campaigns.demo import APOLLO_DEMO_PAUSED, DEMO_CSV, apollo_demo_load, demo_load, demo_login
-from campaigns.services import campaign_pause, campaign_resume
+from campaigns.demo import (
+    DEMO_CSV,
+    apollo_demo_load,
+    apollo_demo_resumed,
+    demo_load,
+    demo_login,
+    fake_providers_running,
+)
 from leads.credits import credits_summary
-from leads.fake_providers import FakeProviders
 
 
 class Command(BaseCommand):
@@ -43,28 +47,16 @@ class Command(BaseCommand):
                           "without cron; `make status` shows how it is doing.")
 
     def _fake_apollo(self, no_cycle: bool) -> None:
-        """Point this process's Apollo and Dropcontact at leads.fake_providers, and run a dry
-        cycle of the (otherwise paused) Apollo demo campaign: each run goes on with the search."""
+        """A dry cycle of the (otherwise paused) Apollo demo campaign against leads.fake_providers:
+        each run goes on with the search."""
         campaign, created = apollo_demo_load(timezone.now())
         verb = "Loaded" if created else "Found"
         self.stdout.write(f"\n{verb} demo campaign #{campaign.pk} '{campaign.name}'")
         if no_cycle:
             return
-        fake = FakeProviders()
-        url = fake.start()
-        self.stdout.write(f"Fake Apollo and Dropcontact at {url} (made-up people; no credits are real)")
-        # For this run only: the fake answers at the second ask for results.
-        fake_settings = override_settings(
-            APOLLO_API_KEY="fake-apollo-key", APOLLO_BASE_URL=url, DROPCONTACT_API_KEY="fake-dropcontact-key",
-            DROPCONTACT_BASE_URL=url, CAM_DROPCONTACT_POLL_SECONDS=0.5)
-        try:
-            campaign_resume(campaign=campaign, now=timezone.now())
-            with fake_settings:
-                call_command("run_cam_cycle", campaign_id=campaign.pk, stdout=self.stdout, stderr=self.stderr)
-        finally:
-            campaign.refresh_from_db()
-            campaign_pause(campaign=campaign, reason=APOLLO_DEMO_PAUSED, now=timezone.now())
-            fake.stop()
+        with fake_providers_running() as url, apollo_demo_resumed(campaign):
+            self.stdout.write(f"Fake Apollo and Dropcontact at {url} (made-up people; no credits are real)")
+            call_command("run_cam_cycle", campaign_id=campaign.pk, stdout=self.stdout, stderr=self.stderr)
         for provider, used in credits_summary(campaign=campaign, now=timezone.now()).items():
             self.stdout.write(f"{provider.title()} credits (fake): {used['today']} today of "
                               f"{used['budget_per_day']} a day, {used['total']} in all")
