@@ -31,7 +31,15 @@ $(CHROMIUM):
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium
 
-test: $(VENV)/.installed-dev $(CHROMIUM)
+# The mailbox tests log in to a real IMAP server: Debian's Dovecot, started by the tests with
+# their own configuration (outreach/tests/imap_server.py), installed when missing.
+DOVECOT := /usr/sbin/dovecot
+
+$(DOVECOT):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq dovecot-imapd
+
+test: $(VENV)/.installed-dev $(CHROMIUM) $(DOVECOT)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # `make serve PORT=8080` for another port.

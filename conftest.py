@@ -1,6 +1,7 @@
 """Shared test fixtures: a real SMTP server (aiosmtpd), a local webhook receiver, a fixed clock."""
 
 import json
+import os
 import socket
 import threading
 import time
@@ -11,6 +12,16 @@ from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
+
+# Live sending needs a postal address for the footer (SPEC §8): the installation's, for the tests
+# and the commands they run in child processes. Tests of its absence clear it.
+TEST_POSTAL_ADDRESS = "CAM Test Ltd, 1 Test Street, 75001 Paris, France"
+os.environ.setdefault("CAM_POSTAL_ADDRESS", TEST_POSTAL_ADDRESS)
+
+
+@pytest.fixture(autouse=True)
+def _postal_address(settings):
+    settings.CAM_POSTAL_ADDRESS = os.environ["CAM_POSTAL_ADDRESS"]
 
 
 def free_port() -> int:
@@ -63,6 +74,60 @@ def smtp_server(settings):
     settings.EMAIL_USE_TLS = False
     yield recorder
     controller.stop()
+
+
+class _PasswordCheck:
+    """aiosmtpd authenticator: one user, one password (AUTH PLAIN or LOGIN)."""
+
+    def __init__(self, username: str, password: str):
+        self.username, self.password = username.encode(), password.encode()
+
+    def __call__(self, server, session, envelope, mechanism, auth_data):
+        from aiosmtpd.smtp import AuthResult, LoginPassword
+
+        ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (
+            self.username, self.password)
+        return AuthResult(success=ok, handled=False)
+
+
+@pytest.fixture
+def smtp_servers():
+    """Real SMTP servers on free local ports, one per mailbox: `start()` gives a new one's
+    SMTPRecorder; `start(username=…, password=…)` one that requires that login (no TLS)."""
+    controllers = []
+
+    def start(*, username: str | None = None, password: str | None = None) -> SMTPRecorder:
+        recorder = SMTPRecorder()
+        recorder.port = free_port()
+        options = {}
+        if password is not None:
+            options = {"authenticator": _PasswordCheck(username or "", password), "auth_require_tls": False,
+                       "auth_required": True}
+        controller = Controller(recorder, hostname="127.0.0.1", port=recorder.port, **options)
+        controller.start()
+        controllers.append(controller)
+        return recorder
+
+    yield start
+    for controller in controllers:
+        controller.stop()
+
+
+@pytest.fixture
+def imap_server():
+    """A real IMAP server (Dovecot) on a free local port with one user and an empty INBOX and
+    Sent folder: `append(raw, folder)` delivers a message. Its files are outside pytest's
+    temporary directories, which the `dovecot` user may not enter."""
+    import shutil
+    import tempfile
+
+    from outreach.tests.imap_server import start_dovecot, stop_dovecot
+
+    root = Path(tempfile.mkdtemp(prefix="cam-dovecot-"))
+    server, process = start_dovecot(root)
+    yield server
+    stop_dovecot(process)
+    shutil.rmtree(root, ignore_errors=True)
 
 
 class WebhookReceiver:

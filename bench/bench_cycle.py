@@ -9,7 +9,10 @@ Measures, as medians over --repeat runs:
   * a steady-state dry-run cycle of a campaign whose source has nothing new;
   * a live cycle sending 20 mails to a local aiosmtpd server;
   * dry-run cycles of a campaign with an Apollo source (100 people a cycle) and Dropcontact,
-    against leads.fake_providers on 127.0.0.1: leads per cycle, credits per lead, time per cycle.
+    against leads.fake_providers on 127.0.0.1: leads per cycle, credits per lead, time per cycle;
+  * the send task: how fast one run sends through two mailboxes with no gap (their capacity),
+    and, minute by minute over an 8-hour window, how the default gap (120 s + up to 60 s of
+    jitter) spreads each mailbox's day: sends per minute per mailbox, and the longest burst.
 """
 
 import argparse
@@ -30,6 +33,7 @@ os.environ["CAM_IMPORT_DIR"] = str(WORK)  # the CSV sources' files are written t
 os.environ["DATABASE_URL"] = ""  # always a throw-away SQLite file: never write into a real database
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cam_project.settings")
 os.environ["CAM_LOG_LEVEL"] = "ERROR"
+os.environ["CAM_POSTAL_ADDRESS"] = "Bench Ltd, 1 Bench Road, Paris"  # live sending needs one
 
 import django  # noqa: E402
 
@@ -167,19 +171,98 @@ def bench_apollo_cycle(repeat: int) -> None:
           f"(Apollo + Dropcontact)  (runs: {', '.join(f'{t:.2f}' for t in times)})")
 
 
+def bench_send_task(repeat: int) -> None:
+    from datetime import datetime, time as clock, timedelta
+
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.handlers import Sink
+
+    from campaigns.models import CycleRun, MessageStep
+    from campaigns.runs import cycle_start
+    from leads.models import Lead
+    from outreach.models import Mailbox, OutreachAttempt
+
+    servers = [Controller(Sink(), hostname="127.0.0.1", port=port) for port in (8027, 8028)]
+    for server in servers:
+        server.start()
+
+    def campaign_with_mailboxes(name: str, leads: int, **limits) -> tuple[Campaign, list[Mailbox]]:
+        campaign = Campaign.objects.create(name=name, target_clients=100_000, max_emails_per_day=100_000, live=True)
+        MessageStep.objects.create(campaign=campaign, position=1, subject_template="Hi {{ company }}",
+                                   body_template="Hello {{ first_name }}")
+        boxes = [Mailbox.objects.create(name=f"{name} {i}", from_email=f"box{i}@{campaign.pk}.example",
+                                        smtp_host="127.0.0.1", smtp_port=8027 + i, smtp_security="none", **limits)
+                 for i in range(2)]
+        for box in boxes:
+            box.campaigns.add(campaign)
+        Lead.objects.bulk_create(
+            Lead(campaign=campaign, email=f"p{i}@c{i}.{campaign.pk}.example", first_name="Ann", company=f"Co {i}",
+                 status=Lead.Status.ENRICHED, score=0.5, next_action_at=timezone.now() - timedelta(days=1))
+            for i in range(leads)
+        )
+        return campaign, boxes
+
+    try:
+        times = []
+        for run in range(repeat):
+            campaign, _ = campaign_with_mailboxes(f"bench send {run}", 200, daily_cap=100, min_gap_seconds=0,
+                                                  gap_jitter_seconds=0, window_days=list(range(7)),
+                                                  window_start=clock(0), window_end=clock(0))
+            seconds, result = timed(lambda: cycle_start(campaign=campaign, trigger=CycleRun.Trigger.SEND,
+                                                        dry_run=None, send_only=True))
+            assert result.outreach_sent == 200, result
+            times.append(seconds)
+        median = statistics.median(times)
+        print(f"send task, 200 mails through 2 mailboxes with no gap: median {median:.2f} s "
+              f"({200 / median * 60 / 2:,.0f} sends a minute per mailbox at most)  "
+              f"(runs: {', '.join(f'{t:.2f}' for t in times)})")
+
+        # A day of the send task, minute by minute, with the defaults (gap 120 s, jitter 60 s).
+        campaign, boxes = campaign_with_mailboxes("bench spread", 400, daily_cap=200, window_days=list(range(7)),
+                                                  window_start=clock(9), window_end=clock(17), timezone="UTC")
+        day = timezone.now().astimezone(timezone.get_fixed_timezone(0)).date() + timedelta(days=1)
+        start = datetime.combine(day, clock(8, 30), tzinfo=timezone.get_fixed_timezone(0))
+        durations = []
+        for minute in range(9 * 60):
+            seconds, _ = timed(lambda: cycle_start(campaign=campaign, trigger=CycleRun.Trigger.SEND, dry_run=None,
+                                                   send_only=True, now=start + timedelta(minutes=minute)))
+            durations.append(seconds)
+        for box in boxes:
+            sent = list(OutreachAttempt.objects.filter(mailbox=box, status="sent").values_list("created_at", flat=True))
+            per_minute = {}
+            for at in sent:
+                per_minute[at.replace(second=0)] = per_minute.get(at.replace(second=0), 0) + 1
+            gaps = sorted((b - a).total_seconds() for a, b in zip(sorted(sent), sorted(sent)[1:]))
+            print(f"send task every minute over a 09:00-17:00 window, {box.name}: {len(sent)} sent "
+                  f"({len(sent) / 480:.2f} a minute), at most {max(per_minute.values())} in one minute, "
+                  f"first {min(sent):%H:%M} last {max(sent):%H:%M}, median gap {statistics.median(gaps):.0f} s")
+        print(f"send task run (one campaign, two mailboxes): median {statistics.median(durations) * 1000:.0f} ms")
+    finally:
+        for server in servers:
+            server.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=20000)
     parser.add_argument("--cycle-rows", type=int, default=5000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--only", choices=["import", "dry", "steady", "live", "apollo", "send"],
+                        help="run one benchmark")
     args = parser.parse_args()
     call_command("migrate", verbosity=0)
     print(f"database: {connection.vendor}; Python {sys.version.split()[0]}; {os.cpu_count()} cores")
-    bench_import(args.rows, args.repeat)
-    bench_dry_cycle(args.cycle_rows, args.repeat)
-    bench_steady_cycle(args.cycle_rows, args.repeat)
-    bench_live_cycle(args.repeat)
-    bench_apollo_cycle(args.repeat)
+    benches = {
+        "import": lambda: bench_import(args.rows, args.repeat),
+        "dry": lambda: bench_dry_cycle(args.cycle_rows, args.repeat),
+        "steady": lambda: bench_steady_cycle(args.cycle_rows, args.repeat),
+        "live": lambda: bench_live_cycle(args.repeat),
+        "apollo": lambda: bench_apollo_cycle(args.repeat),
+        "send": lambda: bench_send_task(args.repeat),
+    }
+    for name, bench in benches.items():
+        if args.only in (None, name):
+            bench()
 
 
 if __name__ == "__main__":

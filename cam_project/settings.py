@@ -38,21 +38,59 @@ def envint(name: str, default: int) -> int:
 DEBUG = envbool("DEBUG", False)
 
 
-def _local_secret_key() -> str:
-    """Without SECRET_KEY, a random key made once for this installation and kept in var/."""
-    path = VAR_DIR / "secret_key"
+def _local_secret(name: str, make) -> str:
+    """A secret made once for this installation and kept in var/<name> (readable by its owner
+    only). Processes starting together agree on it: one creates the file, the others read what
+    it wrote."""
+    import time
+
+    path = VAR_DIR / name
     VAR_DIR.mkdir(parents=True, exist_ok=True)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        return path.read_text().strip()
-    key = secrets.token_urlsafe(50)
+        for _ in range(100):  # the creator may not have written it yet
+            if value := path.read_text().strip():
+                return value
+            time.sleep(0.05)
+        raise ImproperlyConfigured(f"{path} is empty: delete it, or set the variable it stands for") from None
+    value = make()
     with os.fdopen(fd, "w") as fh:
-        fh.write(key)
-    return key
+        fh.write(value)
+    return value
 
 
-SECRET_KEY = env("SECRET_KEY") or _local_secret_key()
+# Without SECRET_KEY, a random key made once for this installation.
+SECRET_KEY = env("SECRET_KEY") or _local_secret("secret_key", lambda: secrets.token_urlsafe(50))
+
+
+def _fernet_key() -> str:
+    from cryptography.fernet import Fernet
+
+    return Fernet.generate_key().decode()
+
+
+# Mailbox passwords and API keys are encrypted at rest (django-encrypted-model-fields, Fernet).
+# CAM_ENCRYPTION_KEY: one key, or several separated by commas to rotate (the first encrypts, all
+# decrypt); README "Mailboxes" says how to make one and what losing it means.
+CAM_ENCRYPTION_KEY = env("CAM_ENCRYPTION_KEY") or _local_secret("encryption_key", _fernet_key)
+FIELD_ENCRYPTION_KEY = [key.strip() for key in CAM_ENCRYPTION_KEY.split(",") if key.strip()]
+
+
+def _check_fernet_keys(keys: list[str]) -> None:
+    from cryptography.fernet import Fernet
+
+    for number, key in enumerate(keys, 1):
+        try:
+            Fernet(key)
+        except (ValueError, TypeError):
+            raise ImproperlyConfigured(
+                f"CAM_ENCRYPTION_KEY: key {number} is not a Fernet key (32 url-safe base64-encoded bytes); make one "
+                "with: python -c \"from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())\""
+            ) from None
+
+
+_check_fernet_keys(FIELD_ENCRYPTION_KEY)
 ALLOWED_HOSTS = [h.strip() for h in env("ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h.strip()]
 # The https:// origins the console is served from when that is not the Host header itself
 # (Django checks the Origin of every unsafe request against it).
@@ -87,6 +125,8 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "axes",
     "django_q",
+    "encrypted_model_fields",
+    "anymail",
     "campaigns",
     "leads",
     "outreach",
@@ -180,6 +220,7 @@ SPECTACULAR_SETTINGS = {
         "AttemptStatusEnum": "outreach.models.OutreachAttempt.Status",
         "SuppressionReasonEnum": "outreach.models.Suppression.Reason",
         "ImportStatusEnum": "leads.models.ImportJob.Status",
+        "MailboxSecurityEnum": "outreach.models.Mailbox.Security",
     },
 }
 
@@ -270,6 +311,13 @@ CAM_CYCLE_LEASE_SECONDS = envint(
 )
 # The sender's postal address for campaigns without their own: a campaign goes live only with one.
 CAM_POSTAL_ADDRESS = env("CAM_POSTAL_ADDRESS")
+# Bounce protection (SPEC §8): a campaign pauses itself when more than this share of its last
+# CAM_BOUNCE_WINDOW sends bounced hard (counted over the whole window: 3 of the last 50 at 5 %).
+CAM_BOUNCE_PAUSE_RATE = float(env("CAM_BOUNCE_PAUSE_RATE", "0.05"))
+CAM_BOUNCE_WINDOW = envint("CAM_BOUNCE_WINDOW", 50)
+# The send task: every CAM_SEND_MINUTES, live campaigns send what their mailboxes' caps, gaps and
+# windows allow by then, so a day's mail is spread over the window.
+CAM_SEND_MINUTES = envint("CAM_SEND_MINUTES", 1)
 # The scheduler (SPEC §7): every active campaign's cycle every CAM_CYCLE_MINUTES.
 CAM_CYCLE_MINUTES = envint("CAM_CYCLE_MINUTES", 15)
 # Finished runs older than this are deleted once a day (the "cam: prune run history" schedule).

@@ -9,6 +9,8 @@ from campaigns import views as console
 from leads import api as leads_api
 from leads import views as leads_console
 from outreach import api as outreach_api
+from outreach import mailboxes_api
+from outreach import unsubscribe_views
 from outreach import views as outreach_console
 
 register_converter(IdConverter, "id")
@@ -29,6 +31,10 @@ api = [
     path("imports/<id:pk>", leads_api.ImportJobView.as_view(), name="api-import"),
     path("attempts/<id:pk>/resolve", outreach_api.AttemptResolveView.as_view(), name="api-attempt-resolve"),
     path("suppressions", outreach_api.SuppressionsView.as_view(), name="api-suppressions"),
+    path("erasure", outreach_api.ErasureView.as_view(), name="api-erasure"),
+    path("mailboxes", mailboxes_api.MailboxListView.as_view(), name="api-mailboxes"),
+    path("mailboxes/<id:pk>", mailboxes_api.MailboxDetailView.as_view(), name="api-mailbox"),
+    path("mailboxes/<id:pk>/test", mailboxes_api.MailboxTestView.as_view(), name="api-mailbox-test"),
     path("suppressions/<id:pk>", outreach_api.SuppressionDetailView.as_view(), name="api-suppression"),
 ]
 
@@ -47,6 +53,11 @@ urlpatterns = [
     path("leads/<id:pk>/action", leads_console.lead_action, name="lead-action"),
     path("imports/<id:pk>", leads_console.import_detail, name="import-detail"),
     path("attempts/<id:pk>/resolve", outreach_console.attempt_resolve_view, name="attempt-resolve"),
+    path("mailboxes", outreach_console.mailbox_list, name="mailboxes"),
+    path("mailboxes/new", outreach_console.mailbox_new, name="mailbox-new"),
+    path("mailboxes/<id:pk>", outreach_console.mailbox_edit, name="mailbox-edit"),
+    path("mailboxes/<id:pk>/test", outreach_console.mailbox_test_view, name="mailbox-test"),
+    path("u/<str:token>", unsubscribe_views.unsubscribe, name="unsubscribe"),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),

@@ -51,17 +51,24 @@ class CampaignAdmin(admin.ModelAdmin):
     list_filter = ("active", "live", "service_key")
     search_fields = ("name", "description", "target_niche", "service_key")
     # Pausing and resuming go through the actions (services), which keep the reason straight.
-    readonly_fields = ("active", "paused_at", "pause_reason", "resumed_at", "live_since", "lease")
+    readonly_fields = ("active", "paused_at", "pause_reason", "resumed_at", "live_since", "lease", "mailbox_list")
     inlines = [MessageStepInline, LeadSourceInline]
     actions = ["pause_campaigns", "resume_campaigns", "run_dry_cycle"]
     fieldsets = (
         (None, {"fields": ("name", "description", "active", "paused_at", "pause_reason", "resumed_at")}),
         ("Target", {"fields": ("target_niche", "service_key", "target_clients", "target_mrr")}),
         ("Outreach", {"fields": ("channels_enabled", "max_emails_per_day", "max_attempts_per_lead",
-                                 "qualification_threshold", "sender_name", "sender_email")}),
+                                 "qualification_threshold", "sender_name", "sender_email", "timezone",
+                                 "mailbox_list")}),
         ("Scheduled sending", {"fields": ("live", "live_since", "postal_address", "lease"),
                                "description": "Live: scheduled cycles send real email. Off: they run dry."}),
+        ("Personal data (GDPR)", {"fields": ("lawful_basis", "lawful_basis_note")}),
     )
+
+    @admin.display(description="Mailboxes")
+    def mailbox_list(self, campaign):
+        names = [str(box) for box in campaign.mailboxes.all()] if campaign.pk else []
+        return ", ".join(names) or "none: the environment's EMAIL_* settings (choose mailboxes on the mailbox's page)"
 
     @admin.display(description="Lease")
     def lease(self, campaign):

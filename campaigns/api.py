@@ -25,6 +25,7 @@ from campaigns.services import (
 from leads.credits import credits_summary
 from outreach.attention import attempts_needing_attention
 from outreach.limits import outreach_today
+from outreach.models import Mailbox
 
 class CampaignListSerializer(serializers.ModelSerializer):
     """A campaign from campaigns_with_metrics()."""
@@ -46,9 +47,13 @@ class CampaignWriteSerializer(serializers.ModelSerializer):
         child=serializers.ChoiceField(choices=CHANNELS), min_length=1, max_length=len(CHANNELS), required=False
     )
 
+    mailboxes = serializers.PrimaryKeyRelatedField(
+        many=True, queryset=Mailbox.objects.all(), required=False,
+        help_text="Mailboxes it sends through (ids); none: the environment's EMAIL_* settings.")
+
     class Meta:
         model = Campaign
-        fields = list(EDITABLE_FIELDS)
+        fields = [*EDITABLE_FIELDS, "mailboxes"]
         extra_kwargs = {"live": {"help_text": "Scheduled cycles send real email (true) or run dry (false). "
                                               "Refused (400) without a postal address."}}
 
@@ -119,14 +124,17 @@ class CampaignDetailSerializer(serializers.ModelSerializer):
     last_run = serializers.SerializerMethodField(help_text="The latest cycle, as in runs; null before the first.")
     lease = serializers.SerializerMethodField(help_text="Who runs the campaign's cycle now: \"free\" or the holder.")
     credits = serializers.SerializerMethodField(help_text="Apollo and Dropcontact credits used today and in all.")
+    mailboxes = serializers.PrimaryKeyRelatedField(many=True, read_only=True,
+                                                   help_text="Mailboxes it sends through; empty: EMAIL_* settings.")
 
     class Meta:
         model = Campaign
         fields = ["id", "name", "active", "live", "live_since", "description", "target_niche", "service_key",
                   "target_clients", "target_mrr", "channels_enabled", "max_emails_per_day", "created_at", "paused_at",
                   "pause_reason", "sender_name", "sender_email", "postal_address", "qualification_threshold",
-                  "max_attempts_per_lead", "apollo_credits_per_day", "dropcontact_credits_per_day", "metrics",
-                  "today_outreach", "needs_attention", "last_run", "lease", "credits"]
+                  "max_attempts_per_lead", "apollo_credits_per_day", "dropcontact_credits_per_day", "timezone",
+                  "lawful_basis", "lawful_basis_note", "mailboxes", "metrics", "today_outreach", "needs_attention",
+                  "last_run", "lease", "credits"]
         read_only_fields = fields
 
     @extend_schema_field(CycleRunSerializer(allow_null=True))
@@ -248,6 +256,9 @@ class CycleResultSerializer(serializers.Serializer):
     leads_lost = serializers.IntegerField()
     previews = serializers.ListField(child=serializers.DictField(), help_text="Dry run: who would get which step, with its subject and body.")
     outreach_unknown = serializers.IntegerField()
+    outreach_waiting = serializers.IntegerField(
+        help_text="Of the skipped: due leads whose mail waits for a mailbox's window, gap or cap (the send task "
+                  "sends them once allowed).")
     stopped_phases = serializers.ListField(child=serializers.CharField())
     run_id = serializers.IntegerField(allow_null=True, help_text="The run recorded (GET …/runs); null when already running.")
     already_running = serializers.BooleanField(help_text="Another cycle of the campaign holds its lease: nothing was done (409).")

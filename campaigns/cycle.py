@@ -44,6 +44,8 @@ class CycleResult:
     leads_lost: int = 0
     previews: list[dict] = field(default_factory=list)
     outreach_unknown: int = 0
+    # Due leads whose mail waits for a mailbox's window, gap or cap (counted in outreach_skipped).
+    outreach_waiting: int = 0
     stopped_phases: list[str] = field(default_factory=list)
     # Set by campaigns.runs: the recorded run, or True when another cycle held the lease.
     run_id: int | None = None
@@ -62,8 +64,10 @@ def cycle_run(
     max_enriched: int | None = None,
     budget_seconds: float | None = None,
     stop_check: Callable[[], CycleStop | None] | None = None,
+    send_only: bool = False,
 ) -> CycleResult:
-    """One cycle of one campaign. A paused campaign is left alone.
+    """One cycle of one campaign. A paused campaign is left alone. `send_only` (the send task):
+    no discovery or enrichment, only the mail that has become allowed.
 
     Dry run (the default) discovers and enriches for real but sends nothing and pauses nothing;
     it reports what it would send and whether the campaign would pause. The cycle stops
@@ -108,11 +112,13 @@ def cycle_run(
             result.stopped_phases.append(name)
             return None
 
-    discovered = phase("discover", lambda: leads_discover(
-        campaign=campaign, now=now, limit=max_new_leads or settings.CAM_MAX_NEW_LEADS, deadline=deadline))
-    enriched = phase("enrich", lambda: leads_enrich(
-        campaign=campaign, now=now, limit=max_enriched or settings.CAM_MAX_ENRICHED, actor=actor,
-        deadline=deadline))
+    discovered = enriched = None
+    if not send_only:
+        discovered = phase("discover", lambda: leads_discover(
+            campaign=campaign, now=now, limit=max_new_leads or settings.CAM_MAX_NEW_LEADS, deadline=deadline))
+        enriched = phase("enrich", lambda: leads_enrich(
+            campaign=campaign, now=now, limit=max_enriched or settings.CAM_MAX_ENRICHED, actor=actor,
+            deadline=deadline))
     for done in (discovered, enriched):
         if done:
             result.notes += done.notes
@@ -138,6 +144,7 @@ def cycle_run(
         if outreach.stopped:
             result.stopped_phases.append("outreach")
         result.outreach_skipped = outreach.skipped
+        result.outreach_waiting = outreach.waiting_total
         result.leads_lost = outreach.lost
         result.notes += outreach.notes
         result.errors += outreach.errors

@@ -5,7 +5,7 @@ from django.db.models import Q
 from django.template import TemplateSyntaxError
 from django.utils import timezone
 
-from cam_project.validators import no_control_characters, postal_address_text
+from cam_project.validators import no_control_characters, postal_address_text, time_zone
 
 CHANNEL_EMAIL = "email"
 CHANNELS = ("email", "linkedin", "phone")
@@ -83,6 +83,27 @@ class Campaign(models.Model):
         blank=True, max_length=500, validators=[postal_address_text],
         help_text="The sender's postal address for the footer of every email; CAM_POSTAL_ADDRESS when blank. "
                   "A campaign goes live only with one.",
+    )
+
+    timezone = models.CharField(
+        max_length=64, blank=True, validators=[time_zone],
+        help_text="Where its leads are, for send windows: used for leads without their own time zone; "
+                  "blank: the mailbox's.",
+    )
+
+    class LawfulBasis(models.TextChoices):
+        LEGITIMATE_INTEREST = "legitimate_interest", "Legitimate interest"
+        CONSENT = "consent", "Consent"
+        CONTRACT = "contract", "Contract"
+        OTHER = "other", "Other (say which in the note)"
+
+    lawful_basis = models.CharField(
+        max_length=30, choices=LawfulBasis.choices, default=LawfulBasis.LEGITIMATE_INTEREST,
+        help_text="The GDPR basis on which the campaign processes its leads' personal data.",
+    )
+    lawful_basis_note = models.TextField(
+        blank=True, max_length=2000,
+        help_text="Why the basis holds, e.g. the balancing test for legitimate interest.",
     )
 
     class Meta:
@@ -165,6 +186,7 @@ class CycleRun(models.Model):
         API = "api"
         CONSOLE = "console"
         ADMIN = "admin"
+        SEND = "send"  # the send task: only mail that has become allowed
 
     campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="runs")
     trigger = models.CharField(max_length=10, choices=Trigger.choices)

@@ -69,12 +69,19 @@ def cycle_start(
     dry_run: bool | None,
     user=None,
     now: datetime | None = None,
+    send_only: bool = False,
     **limits,
 ) -> CycleResult:
     """Run the campaign's cycle under its lease and record it. `dry_run=None` follows the
-    campaign's live switch (scheduled cycles), read once the lease is held."""
+    campaign's live switch (scheduled cycles), read once the lease is held. `send_only` (the
+    send task, every minute): only the mail that has become allowed, and its record is kept
+    only if something was sent or went wrong (a record a minute would bury the history)."""
     holder = lease_holder_name()
-    if not lease_take(campaign_id=campaign.pk, holder=holder):
+    # A send run takes no lease: a cycle starting meanwhile must not wait fifteen minutes for
+    # its next slot, and what keeps sends single is the claim. It gives way to a running cycle.
+    if send_only and CycleLease.objects.filter(campaign_id=campaign.pk, expires_at__gte=Now()).exclude(holder="").exists():
+        return _already_running(campaign, dry_run)
+    if not send_only and not lease_take(campaign_id=campaign.pk, holder=holder):
         return _already_running(campaign, dry_run)
     try:
         try:
@@ -94,7 +101,9 @@ def cycle_start(
         try:
             result = cycle_run(
                 campaign=campaign, now=now or started, dry_run=dry_run,
-                stop_check=_stop_check(campaign.pk, holder, follow_live=follow_live and not dry_run), **limits,
+                stop_check=_stop_check(campaign.pk, None if send_only else holder,
+                                       follow_live=follow_live and not dry_run),
+                send_only=send_only, **limits,
             )
         except Exception as exc:  # cycle_run reports its phases' errors; this is a bug, kept in the run
             logger.exception("cycle failed for campaign %s", campaign.pk)
@@ -103,17 +112,23 @@ def cycle_start(
             result.stopped_phases.append("cycle")
         result.run_id = run.pk
         _run_finish(run, result)
+        if send_only and not (result.outreach_sent or result.outreach_failed or result.outreach_unknown
+                              or result.errors or result.campaign_paused):
+            run.delete()
+            result.run_id = None
         return result
     finally:
-        lease_release(campaign_id=campaign.pk, holder=holder)
+        if not send_only:
+            lease_release(campaign_id=campaign.pk, holder=holder)
 
 
-def _stop_check(campaign_id: int, holder: str, *, follow_live: bool):
+def _stop_check(campaign_id: int, holder: str | None, *, follow_live: bool):
     """What a cycle asks before each phase and each send: is the lease still ours (renewing
-    it), and, for a cycle live because its campaign is, is the campaign still live?"""
+    it; a send run holds none), and, for a cycle live because its campaign is, is the campaign
+    still live?"""
 
     def check() -> CycleStop | None:
-        if not lease_renew(campaign_id=campaign_id, holder=holder):
+        if holder is not None and not lease_renew(campaign_id=campaign_id, holder=holder):
             return CycleStop("the campaign's lease expired and another cycle took it over; this one stopped "
                              "(raise CAM_CYCLE_LEASE_SECONDS)", error=True)
         if follow_live and not Campaign.objects.filter(pk=campaign_id, live=True).exists():

@@ -32,7 +32,8 @@ class Refused(Exception):
 EDITABLE_FIELDS = (
     "name", "description", "target_niche", "service_key", "target_clients", "target_mrr", "channels_enabled",
     "max_emails_per_day", "sender_name", "sender_email", "qualification_threshold", "max_attempts_per_lead",
-    "postal_address", "live", "apollo_credits_per_day", "dropcontact_credits_per_day",
+    "postal_address", "live", "apollo_credits_per_day", "dropcontact_credits_per_day", "timezone", "lawful_basis",
+    "lawful_basis_note",
 )
 
 
@@ -50,13 +51,15 @@ def live_refusal(campaign: Campaign) -> str | None:
 
 
 def campaign_create(*, data: dict, now: datetime) -> Campaign:
-    """A new, active campaign from validated `data` (EDITABLE_FIELDS); Refused when it asks to
-    be live and may not."""
+    """A new, active campaign from validated `data` (EDITABLE_FIELDS, and `mailboxes`: those it
+    sends through); Refused when it asks to be live and may not."""
     campaign = Campaign(**{name: data[name] for name in EDITABLE_FIELDS if name in data}, created_at=now)
     if reason := live_refusal(campaign):
         raise Refused(reason)
     campaign.live_since = now if campaign.live else None
     campaign.save()
+    if data.get("mailboxes") is not None:
+        campaign.mailboxes.set(data["mailboxes"])
     return campaign
 
 
@@ -78,6 +81,8 @@ def campaign_update(*, campaign: Campaign, data: dict, now: datetime) -> Campaig
         logger.info("campaign %s is now %s", campaign.pk, "LIVE" if campaign.live else "dry (not live)")
     if changed:
         campaign.save(update_fields=changed)
+    if data.get("mailboxes") is not None:  # the mailboxes it sends through (outreach.Mailbox)
+        campaign.mailboxes.set(data["mailboxes"])
     return campaign
 
 

@@ -28,9 +28,9 @@ from campaigns.services import (
 )
 from leads.credits import credits_summary
 from leads.models import Lead
-from outreach.models import OutreachAttempt
+from outreach.models import Mailbox, OutreachAttempt
 from outreach.attention import attempts_needing_attention, in_flight_window
-from outreach.limits import outreach_today, sends_per_day
+from outreach.limits import mailbox_today, outreach_today, sends_per_day
 
 ATTENTION_SHOWN = 50
 FUNNEL = [Lead.Status.NEW, Lead.Status.ENRICHED, Lead.Status.CONTACTED, Lead.Status.REPLIED,
@@ -115,6 +115,8 @@ def campaign_detail(request, pk):
         "runs": runs,
         "lease": lease_state(lease, now),
         "postal_address": postal_address(campaign),
+        "mailboxes": [{"mailbox": box, "today": mailbox_today(mailbox=box, now=now)}
+                      for box in campaign.mailboxes.order_by("name")],
         "credits": credits_summary(campaign=campaign, now=now),
         "live_form": LiveForm(initial={"postal_address": campaign.postal_address}),
         "result": request.session.pop(f"cycle_result_{campaign.pk}", None),
@@ -129,21 +131,27 @@ class CampaignForm(forms.ModelForm):
         label="Channels",
     )
 
+    mailboxes = forms.ModelMultipleChoiceField(
+        queryset=Mailbox.objects.order_by("name"), required=False, widget=forms.CheckboxSelectMultiple,
+        help_text="None ticked: mail goes through the server in the environment (EMAIL_*).",
+    )
+
     class Meta:
         model = Campaign
         # Going live is done on the campaign's page, where it is confirmed.
         fields = [name for name in EDITABLE_FIELDS if name != "live"]
-        widgets = {"description": forms.Textarea(attrs={"rows": 3}), "postal_address": forms.Textarea(attrs={"rows": 2})}
+        widgets = {"description": forms.Textarea(attrs={"rows": 3}), "postal_address": forms.Textarea(attrs={"rows": 2}),
+                   "lawful_basis_note": forms.Textarea(attrs={"rows": 2})}
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, label_suffix="", **kwargs)
-        for name in CREDIT_BUDGETS:  # left blank: the usual budget
+        for name in (*CREDIT_BUDGETS, "lawful_basis"):  # left blank: the usual budget, legitimate interest
             self.fields[name].required = False
 
     def clean(self):
         cleaned = super().clean()
-        for name in CREDIT_BUDGETS:
-            if cleaned.get(name) is None and name not in self.errors:
+        for name in (*CREDIT_BUDGETS, "lawful_basis"):
+            if cleaned.get(name) in (None, "") and name not in self.errors:
                 cleaned[name] = Campaign._meta.get_field(name).default
         return cleaned
 

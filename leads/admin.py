@@ -186,11 +186,11 @@ class LeadAdmin(admin.ModelAdmin):
     list_filter = ("status", "campaign", "email_valid")
     list_select_related = ("campaign",)
     search_fields = ("email", "first_name", "last_name", "company", "job_title")
-    readonly_fields = ("score", "attempt_count", "first_contacted_at", "last_contacted_at", "replied_at",
-                       "enriched_at", "created_at", "updated_at", "source_data", "enrichment",
+    readonly_fields = ("origin", "collected_at", "score", "attempt_count", "first_contacted_at", "last_contacted_at",
+                       "replied_at", "enriched_at", "created_at", "updated_at", "source_data", "enrichment",
                        "email_verification", "email_valid", "stopped_reason")
     raw_id_fields = ("campaign", "source")
-    actions = ["mark_do_not_contact", "mark_replied", "mark_qualified", "mark_lost", "resume_leads"]
+    actions = ["mark_do_not_contact", "mark_replied", "mark_qualified", "mark_lost", "resume_leads", "erase_people"]
     inlines = [LeadEventInline]
 
     def get_inlines(self, request, obj):
@@ -205,7 +205,8 @@ class LeadAdmin(admin.ModelAdmin):
         if not change:
             # A lead added by hand is like an imported one: NEW and due at once.
             obj.email = email_normalise(obj.email)
-            obj.next_action_at = obj.created_at = timezone.now()
+            obj.next_action_at = obj.created_at = obj.collected_at = timezone.now()
+            obj.origin = f"added in the admin by {request.user}"
             super().save_model(request, obj, form, change)
             return
         # Only the details staff changed, under the lead's row lock: saving the whole form
@@ -228,6 +229,26 @@ class LeadAdmin(admin.ModelAdmin):
     def _outcome(self, request, queryset, outcome: str, done: str) -> None:
         self._each(request, queryset, lambda lead, now, actor: lead_record_outcome(
             lead=lead, outcome=outcome, now=now, actor=actor), done)
+
+    @admin.action(permissions=["delete"], description="Erase these people everywhere (GDPR): keep only a suppression")
+    def erase_people(self, request, queryset):
+        from outreach.erasure import erasure_run  # outreach's service: it also scrubs attempts and suppresses
+
+        if not request.user.has_perm("outreach.add_suppression"):
+            self.message_user(request, "Erasing needs the permission outreach.add_suppression too.", messages.ERROR)
+            return
+        emails = sorted(set(queryset.values_list("email", flat=True)))
+        now, actor = timezone.now(), Actor.staff(request.user)
+        reports = [erasure_run(email=email, now=now, actor=actor) for email in emails]
+        leads = sum(r.leads_deleted for r in reports)
+        attempts = sum(r.attempts_scrubbed for r in reports)
+        self.message_user(request, f"{len(reports)} people erased: {leads} lead(s) deleted in every campaign, "
+                                   f"{attempts} attempt(s) kept without personal data, each address suppressed.",
+                          messages.SUCCESS)
+        files = sorted({f for r in reports for f in r.source_files})
+        if files:
+            self.message_user(request, "Still in the files of these CSV sources (never imported again): "
+                              + "; ".join(files), messages.WARNING)
 
     @admin.action(permissions=["change"], description="Mark selected leads do-not-contact")
     def mark_do_not_contact(self, request, queryset):

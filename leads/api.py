@@ -37,7 +37,7 @@ class LeadSerializer(serializers.ModelSerializer):
         fields = ["id", "campaign", "email", "first_name", "last_name", "company", "job_title", "company_size",
                   "industry", "city", "country", "linkedin_url", "website", "timezone", "status", "score", "tags", "email_valid", "email_verification", "enrichment",
                   "source_data", "attempt_count", "next_action_at", "stopped_reason", "first_contacted_at",
-                  "last_contacted_at", "replied_at", "created_at", "updated_at"]
+                  "last_contacted_at", "replied_at", "created_at", "updated_at", "origin", "collected_at"]
         read_only_fields = fields
 
 
@@ -169,17 +169,20 @@ class CampaignLeadsView(generics.ListAPIView):
                             status=status.HTTP_202_ACCEPTED, headers={"Location": url})
         if upload is not None:
             try:
-                report = leads_import_upload(campaign=campaign, file=upload, name=upload.name, now=now)
+                report = leads_import_upload(campaign=campaign, file=upload, name=upload.name, now=now,
+                                             by=request.user)
             except LeadFileError as exc:
                 raise ValidationError({"file": [str(exc)]}) from None
         elif isinstance(request.data, list):
             if len(request.data) > MAX_LEADS_PER_REQUEST:
                 raise ValidationError({"non_field_errors": [f"At most {MAX_LEADS_PER_REQUEST} leads per request."]})
-            report = leads_insert(campaign=campaign, rows=mapping_rows(request.data), now=now)
+            report = leads_insert(campaign=campaign, rows=mapping_rows(request.data), now=now,
+                                  origin=f"API, by {request.user}")
         elif isinstance(request.data, dict):
             # One lead: DRF's field errors first, then the same row rules as a list or a file.
             LeadInputSerializer(data=request.data).is_valid(raise_exception=True)
-            report = leads_insert(campaign=campaign, rows=mapping_rows([request.data]), now=now)
+            report = leads_insert(campaign=campaign, rows=mapping_rows([request.data]), now=now,
+                                  origin=f"API, by {request.user}")
             if report.rejected:
                 problem = report.rejected[0]
                 raise ValidationError({problem.field: [problem.reason]})

@@ -97,8 +97,9 @@ def import_job_execute(*, job_id: int) -> dict:
         held.update(**_counters(report))
 
     try:
+        by = f" by {job.requested_by}" if job.requested_by_id else ""
         report = leads_import_csv(campaign=job.campaign, path=source_file_path(job.path), now=timezone.now(),
-                                  progress=progress)
+                                  progress=progress, origin=f"upload of {job.file_name}{by}")
     except LeadFileError as exc:
         error = str(exc)
     except Exception as exc:  # kept on the job for staff, and logged with its traceback

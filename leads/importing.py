@@ -56,10 +56,12 @@ def leads_insert(
     source: LeadSource | None = None,
     limit: int | None = None,
     progress: Callable[[ImportReport], None] | None = None,
+    origin: str = "",
 ) -> ImportReport:
     """Insert new leads in batches, deduplicated against the campaign and the suppression list.
 
-    A new lead is NEW and due at once. Rows are consumed lazily, so a file of any size streams
+    A new lead is NEW and due at once, and records where it came from (`origin`, else its
+    source) and when it was collected (GDPR: SPEC §8). Rows are consumed lazily, so a file of any size streams
     through; bad rows are reported with their line numbers and never stop the good ones.
     At most `limit` leads are inserted (the rest are left for a later run).
     `progress(report)` is called after each batch inserted, and after every INSERT_BATCH rows
@@ -67,6 +69,7 @@ def leads_insert(
     never once per row.
     """
     report = ImportReport()
+    origin = (origin or source_origin(source))[:300]
     seen: dict[str, int] = {}
     batch: list[LeadRow] = []
     told = 0  # rows_read when progress was last told
@@ -81,7 +84,7 @@ def leads_insert(
             seen[row.email] = row.line
             batch.append(row)
             if len(batch) >= INSERT_BATCH:
-                _insert_batch(campaign, batch, now, source, report, limit)
+                _insert_batch(campaign, batch, now, source, report, limit, origin)
                 batch, inserted = [], True
                 if limit is not None and report.imported >= limit:
                     report.complete = False
@@ -90,11 +93,21 @@ def leads_insert(
             progress(report)
             told = report.rows_read
     if batch:
-        _insert_batch(campaign, batch, now, source, report, limit)
+        _insert_batch(campaign, batch, now, source, report, limit, origin)
     return report
 
 
-def _insert_batch(campaign, batch, now, source, report, limit) -> None:
+def source_origin(source: LeadSource | None) -> str:
+    """A lead source in words, for the origin of the leads it found."""
+    if source is None:
+        return ""
+    if source.kind == LeadSource.Kind.CSV:
+        path = (source.settings or {}).get("path") if isinstance(source.settings, dict) else None
+        return f"CSV source “{source}” ({Path(path).name if isinstance(path, str) and path else '?'})"
+    return f"{source.get_kind_display()} (source “{source}”)"
+
+
+def _insert_batch(campaign, batch, now, source, report, limit, origin) -> None:
     emails = [row.email for row in batch]
     existing = set(Lead.objects.filter(campaign=campaign, email__in=emails).values_list("email", flat=True))
     suppressed = dict(Suppression.objects.filter(email__in=emails).values_list("email", "reason"))
@@ -108,7 +121,8 @@ def _insert_batch(campaign, batch, now, source, report, limit) -> None:
             new.append(
                 Lead(
                     campaign=campaign, source=source, email=row.email, source_data=row.extra,
-                    status=Status.NEW, next_action_at=now, created_at=now, **row.fields,
+                    status=Status.NEW, next_action_at=now, created_at=now, origin=origin, collected_at=now,
+                    **row.fields,
                 )
             )
     # ignore_conflicts: a concurrent insert of the same address is a duplicate, not an error.
@@ -129,17 +143,20 @@ def _insert_batch(campaign, batch, now, source, report, limit) -> None:
 
 
 def leads_import_csv(
-    *, campaign: Campaign, path: str | Path, now: datetime, progress: Callable[[ImportReport], None] | None = None
+    *, campaign: Campaign, path: str | Path, now: datetime, progress: Callable[[ImportReport], None] | None = None,
+    origin: str = "",
 ) -> ImportReport:
     """Import a CSV file of leads into `campaign`; raises LeadFileError if it is unusable.
-    `progress` as for leads_insert."""
+    `progress` and `origin` as for leads_insert (the origin says the file's name by default)."""
     with open_lead_file(path) as stream:
-        return leads_insert(campaign=campaign, rows=csv_rows(stream), now=now, progress=progress)
+        return leads_insert(campaign=campaign, rows=csv_rows(stream), now=now, progress=progress,
+                            origin=origin or f"import of {Path(path).name}")
 
 
-def leads_import_upload(*, campaign: Campaign, file: BinaryIO, name: str, now: datetime) -> ImportReport:
+def leads_import_upload(*, campaign: Campaign, file: BinaryIO, name: str, now: datetime, by=None) -> ImportReport:
     """Import an uploaded CSV file (binary, seekable) as leads_import_csv does a path."""
-    return leads_insert(campaign=campaign, rows=csv_rows(lead_text(file, name)), now=now)
+    return leads_insert(campaign=campaign, rows=csv_rows(lead_text(file, name)), now=now,
+                        origin=f"upload of {name}" + (f" by {by}" if by else ""))
 
 
 def _problems_note(label: str, problems: list[RowProblem], shown: int = 3) -> str:

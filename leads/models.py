@@ -78,6 +78,11 @@ class Lead(models.Model):
         "EnrichmentRequest", on_delete=models.SET_NULL, null=True, blank=True, related_name="leads", editable=False
     )
 
+    # Where the person's data came from and when (GDPR): kept when the source is deleted.
+    origin = models.CharField(max_length=300, blank=True, editable=False,
+                              help_text="e.g. CSV file leads.csv, Apollo.io search, API.")
+    collected_at = models.DateTimeField(default=timezone.now, editable=False)
+
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.NEW)
     score = models.FloatField(default=0.0)
     tags = models.JSONField(default=list, blank=True)
@@ -161,6 +166,7 @@ class LeadEvent(models.Model):
         TAGGED = "tagged", "Tags changed"
         RESUMED = "resumed", "Resumed"
         RESOLVED = "resolved", "Send resolved by staff"
+        POSTPONED = "postponed", "Postponed"
 
     lead = models.ForeignKey(Lead, on_delete=models.CASCADE, related_name="events")
     kind = models.CharField(max_length=20, choices=Kind.choices)

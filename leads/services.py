@@ -243,6 +243,9 @@ def lead_update(*, lead: Lead, data: dict, now: datetime, actor: Actor | None = 
     the lead, which checks it may be emailed again). `add_tags` adds to the tags the lead has.
     """
     actor = actor or Actor("staff")
+    replied = data.get("status") == Status.REPLIED
+    if replied:  # every lead with the address, in id order as the claims take them: no deadlock
+        list(Lead.objects.select_for_update().filter(email=lead.email).order_by("pk").values_list("pk"))
     lead = lead_locked(lead.pk)
     before_status, before_due = lead.status, lead.next_action_at
     details = [name for name in ENRICHABLE_FIELDS if name in data]
@@ -268,6 +271,8 @@ def lead_update(*, lead: Lead, data: dict, now: datetime, actor: Actor | None = 
         _mark_replied(lead, now)
         lead_event(lead=lead, kind=LeadEvent.Kind.REPLIED, actor=actor, now=now, from_status=before_status,
                    to_status=lead.status, reason="reply recorded")
+    if replied:
+        _stop_other_sequences(lead, now, actor)
     elif status in (Status.QUALIFIED, Status.LOST) and lead.status != status:
         lead_transition(lead, status)
         _stop(lead, f"marked {status.lower()} by staff")
@@ -296,6 +301,26 @@ def lead_record_outcome(*, lead: Lead, outcome: str, now: datetime, actor: Actor
     if outcome not in OUTCOMES:
         raise InvalidTransition(f"unknown outcome {outcome!r}: one of {', '.join(OUTCOMES)}")
     return lead_update(lead=lead, data=OUTCOMES[outcome], now=now, actor=actor)
+
+
+def _stop_other_sequences(lead: Lead, now: datetime, actor: Actor) -> int:
+    """A person who replied in one campaign gets no more email from any (SPEC §8): the
+    address's leads in other campaigns stop, each with an event. Call with them locked."""
+    others = list(
+        Lead.objects.filter(email=lead.email, next_action_at__isnull=False).exclude(pk=lead.pk)
+        .exclude(status__in=FINAL_STATUSES).order_by("pk").values_list("pk", "status")
+    )
+    if not others:
+        return 0
+    reason = f"replied in campaign #{lead.campaign_id}"
+    Lead.objects.filter(pk__in=[pk for pk, _ in others]).update(next_action_at=None, stopped_reason=reason,
+                                                                updated_at=now)
+    LeadEvent.objects.bulk_create(
+        LeadEvent(lead_id=pk, kind=LeadEvent.Kind.STOPPED, from_status=status, to_status=status, reason=reason,
+                  actor=actor.label[:150], user=actor.user, created_at=now)
+        for pk, status in others
+    )
+    return len(others)
 
 
 def _mark_replied(lead: Lead, now: datetime) -> None:

@@ -78,7 +78,8 @@ def _upload(request, campaign):
             job = import_job_queue(campaign=campaign, file=upload, name=upload.name, now=timezone.now(),
                                    user=request.user)
         else:
-            report = leads_import_upload(campaign=campaign, file=upload, name=upload.name, now=timezone.now())
+            report = leads_import_upload(campaign=campaign, file=upload, name=upload.name, now=timezone.now(),
+                                         by=request.user)
     except LeadFileError as exc:
         messages.error(request, f"{upload.name} cannot be imported: {exc}")
         return redirect("campaign-leads", pk=campaign.pk)

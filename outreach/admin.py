@@ -7,7 +7,9 @@ from leads.rows import email_normalise
 from leads.services import Actor
 from outreach.attention import attempt_resolve
 
-from outreach.models import OutreachAttempt, Suppression
+from outreach.limits import mailbox_today, mailbox_warmup_day
+from outreach.forms import MailboxForm
+from outreach.models import Mailbox, OutreachAttempt, Suppression
 from outreach.suppression import suppression_add
 
 
@@ -77,3 +79,35 @@ class SuppressionAdmin(admin.ModelAdmin):
             # Through the service, so the address's leads stop at once.
             saved, _ = suppression_add(email=obj.email, reason=obj.reason, note=obj.note, now=timezone.now())
             obj.pk, obj.email = saved.pk, saved.email
+
+
+@admin.register(Mailbox)
+class MailboxAdmin(admin.ModelAdmin):
+    form = MailboxForm
+    list_display = ("name", "from_email", "kind", "active", "sends_today", "warmup", "last_error")
+    list_filter = ("active", "kind")
+    search_fields = ("name", "from_email", "smtp_host")
+    filter_horizontal = ("campaigns",)
+    readonly_fields = ("last_error", "disabled_at", "created_at")
+    fieldsets = (
+        (None, {"fields": ("name", "kind", "from_name", "from_email", "campaigns", "active", "last_error",
+                           "disabled_at")}),
+        ("SMTP", {"fields": ("smtp_host", "smtp_port", "smtp_security", "smtp_username", "smtp_password")}),
+        ("ESP (django-anymail)", {"fields": ("esp", "esp_api_key", "esp_settings")}),
+        ("IMAP (replies)", {"fields": ("imap_host", "imap_port", "imap_security", "imap_username", "imap_password",
+                                       "imap_inbox", "imap_sent")}),
+        ("Limits", {"fields": ("daily_cap", "warmup_start", "warmup_step", "warmup_started_on", "min_gap_seconds",
+                               "gap_jitter_seconds", "window_days", "window_start", "window_end", "timezone")}),
+    )
+
+    @admin.display(description="Today")
+    def sends_today(self, mailbox):
+        today = mailbox_today(mailbox=mailbox, now=timezone.now())
+        return f"{today.sent} / {today.cap}"
+
+    @admin.display(description="Warm-up day")
+    def warmup(self, mailbox):
+        return mailbox_warmup_day(mailbox=mailbox, now=timezone.now()) or "—"
+
+    def save_model(self, request, obj, form, change):
+        form.save_mailbox()

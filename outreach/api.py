@@ -4,9 +4,10 @@ suppression list."""
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import generics, serializers, status
+from rest_framework import generics, permissions, serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from cam_project.api import ActionPermissions, ErrorSerializer, Pagination, query_param
 from campaigns.models import Campaign
@@ -14,6 +15,7 @@ from leads.rows import email_normalise, email_syntax_error
 from outreach.models import OutreachAttempt, Suppression
 from leads.services import Actor
 from outreach.attention import attempt_resolve
+from outreach.erasure import erasure_run
 from outreach.suppression import suppression_add, suppression_remove
 
 
@@ -86,6 +88,15 @@ class AttemptResolveView(generics.GenericAPIView):
         return Response(AttemptSerializer(attempt).data)
 
 
+def address_checked(value: str) -> str:
+    """An address as suppressions and leads store it (trimmed, lower-case), or a field error."""
+    email = email_normalise(value)
+    problem = email_syntax_error(email)
+    if problem:
+        raise serializers.ValidationError(problem)
+    return email
+
+
 class SuppressionSerializer(serializers.ModelSerializer):
     email = serializers.CharField(max_length=320)
 
@@ -95,11 +106,7 @@ class SuppressionSerializer(serializers.ModelSerializer):
         read_only_fields = ["id", "created_at"]
 
     def validate_email(self, value):
-        email = email_normalise(value)
-        problem = email_syntax_error(email)
-        if problem:
-            raise serializers.ValidationError(problem)
-        return email
+        return address_checked(value)
 
 
 class SuppressionsView(generics.ListAPIView):
@@ -149,3 +156,46 @@ class SuppressionDetailView(generics.GenericAPIView):
     def delete(self, request, pk):
         suppression_remove(suppression=get_object_or_404(Suppression, pk=pk))
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class ErasureRequestSerializer(serializers.Serializer):
+    email = serializers.CharField(max_length=320, help_text="The person's address, as any campaign holds it.")
+
+    def validate_email(self, value):
+        return address_checked(value)
+
+
+class ErasureReportSerializer(serializers.Serializer):
+    email = serializers.CharField()
+    leads_deleted = serializers.IntegerField()
+    campaigns = serializers.ListField(child=serializers.CharField(), help_text="Campaigns that held the person.")
+    events_deleted = serializers.IntegerField()
+    attempts_scrubbed = serializers.IntegerField(
+        help_text="Attempts kept without their lead, subject, body or error: the day's counts depend on them.")
+    import_reports_scrubbed = serializers.IntegerField()
+    runs_scrubbed = serializers.IntegerField()
+    inbound_deleted = serializers.IntegerField()
+    suppression = serializers.CharField(help_text="\"added\", or why the address was already suppressed.")
+    source_files = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="CSV files of lead sources that may still hold the address (it is never imported again).")
+
+
+class ErasurePermission(permissions.BasePermission):
+    message = "Erasing a person needs the permissions leads.delete_lead and outreach.add_suppression."
+
+    def has_permission(self, request, view) -> bool:
+        return bool(request.user and request.user.is_authenticated
+                    and request.user.has_perms(["leads.delete_lead", "outreach.add_suppression"]))
+
+
+class ErasureView(APIView):
+    permission_classes = [ErasurePermission]
+
+    @extend_schema(request=ErasureRequestSerializer, responses={200: ErasureReportSerializer},
+                   summary="Erase a person (GDPR): their leads, their attempts' personal fields; keeps a suppression")
+    def post(self, request):
+        body = ErasureRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        report = erasure_run(email=body.validated_data["email"], now=timezone.now(), actor=Actor.staff(request.user))
+        return Response(report.as_dict())

@@ -26,7 +26,7 @@ from leads.services import (
     lead_record_send,
 )
 from outreach.messages import campaign_steps
-from outreach.sending import next_step_delay
+from outreach.claims import next_step_delay
 from outreach.models import OutreachAttempt, Suppression
 
 Status = OutreachAttempt.Status
@@ -63,6 +63,12 @@ def attempt_resolve(*, attempt: OutreachAttempt, outcome: str, actor: Actor, now
         if attempt.status == Status.CLAIMED and attempt.created_at > now - in_flight_window():
             after = attempt.created_at + in_flight_window()
             raise Refused(f"this send may still be in progress: resolve it after {after:%Y-%m-%d %H:%M:%S %Z}")
+        if attempt.lead_id is None:  # the person was erased: only the attempt's status is left to set
+            attempt.status = Status.SENT if outcome == OutreachAttempt.Resolution.SENT else Status.NOT_SENT
+            attempt.resolution, attempt.resolved_by, attempt.resolved_at = outcome, actor.user, now
+            attempt.finished_at = attempt.finished_at or now
+            attempt.save(update_fields=["status", "resolution", "resolved_by", "resolved_at", "finished_at"])
+            return attempt
         lead = lead_locked(attempt.lead_id)
         before, before_due = lead.status, lead.next_action_at
         attempt.resolution, attempt.resolved_by, attempt.resolved_at = outcome, actor.user, now

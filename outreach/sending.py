@@ -14,6 +14,12 @@ send of the same step to the same lead impossible. Only then is the mail handed 
 - connection lost after the message was handed over → UNKNOWN: the lead is stopped for staff to
   resolve, and the campaign's outreach stops for this cycle (the relay is suspect).
 
+With mailboxes (SPEC §8), the same claim also checks, under the mailbox's row lock, its cap
+across all its campaigns (with warm-up), its gap and its send window in the lead's time zone; a
+first email also makes sure the address is in no other campaign's sequence. A lead's first email
+goes from the mailbox with the most room, its follow-ups from the thread's mailbox; every email
+carries the footer and the one-click unsubscribe headers (outreach.unsubscribe).
+
 Every write of a lead is under its row lock or conditional on what was read, and each change is
 an event of the lead (leads.services).
 """
@@ -23,33 +29,66 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
 from email.utils import formataddr, make_msgid, parseaddr
 
 from django.conf import settings
 from django.core.mail import EmailMessage
-from django.db import DatabaseError, IntegrityError, transaction
+from django.db import DatabaseError, transaction
 
 from campaigns.models import Campaign, MessageStep
+from campaigns.services import campaign_pause, postal_address
 from leads.models import Lead, LeadEvent
 from leads.services import (
     DUE_STATUSES,
     Actor,
     lead_check_stop,
-    lead_event,
     lead_as_read,
-    lead_locked,
     lead_qualifies,
-    lead_record_send,
-    lead_record_send_failure,
     lead_write_if_unchanged,
-    sending_reason,
 )
 from outreach.clients.webhook import webhook_post
-from outreach.limits import quota_remaining, quota_used
+from outreach.claims import (
+    ALREADY_SENT,
+    CONVERSATION_WAIT,
+    ELSEWHERE,
+    PAUSED,
+    QUOTA_FULL,
+    SUPPRESSED,
+    TAKEN,
+    attempt_claim,
+    attempt_finish,
+    attempt_record_unsendable,
+    attempt_release,
+)
+from outreach.limits import (
+    WAIT_CAP,
+    WAIT_GAP,
+    WAIT_MAILBOX,
+    WAIT_WINDOW,
+    WAIT_WORDS,
+    WAITS,
+    addresses_in_other_sequences,
+    bounce_protection_reason,
+    mailbox_room,
+    mailbox_wait,
+    quota_remaining,
+    send_zone,
+    window_next_open,
+)
+from outreach.mailboxes import mailbox_disable, mailbox_record_error
 from outreach.messages import RenderError, campaign_steps, message_render
-from outreach.models import OutreachAttempt, Suppression
+from outreach.models import Mailbox, OutreachAttempt, Suppression
 from outreach.suppression import suppression_add, suppressed_emails
-from outreach.transport import RELEASED, Mailer, MailServerDown, MessageProblem, SendOutcome, message_prepare
+from outreach.transport import (
+    RELEASED,
+    LoginFailed,
+    Mailer,
+    MailServerDown,
+    MessageProblem,
+    message_prepare,
+)
+from outreach.unsubscribe import message_footer, unsubscribe_headers
 
 logger = logging.getLogger(__name__)
 
@@ -60,22 +99,19 @@ PREVIEW_LIMIT = 100
 # Sends released because the connection dropped before the message, in a row, before the
 # phase gives up on the server for this cycle.
 MAX_RELEASED_IN_A_ROW = 2
-
-# What happened to one due lead, besides the attempt statuses.
-QUOTA_FULL = "quota_full"
-TAKEN = "taken"  # another worker claimed it first
-PAUSED = "paused"
-ALREADY_SENT = "already_sent"
+# What happened to one due lead, besides the attempt statuses and the claim's answers.
 QUALIFIED = "qualified"  # a send (or, in a dry run, a would-be send) that qualified its lead
 STOPPED = "stopped"
 
 
-def sender_address(campaign: Campaign) -> str:
+def sender_identity(campaign: Campaign) -> tuple[str, str]:
+    """The name and address a campaign without mailboxes sends as: its own, else DEFAULT_FROM_EMAIL's."""
     default_name, default_email = parseaddr(settings.DEFAULT_FROM_EMAIL)
-    return formataddr((campaign.sender_name or default_name, campaign.sender_email or default_email))
+    return campaign.sender_name or default_name, campaign.sender_email or default_email
 
 
-# --- the claim and its end ----------------------------------------------------------------------
+def sender_address(campaign: Campaign) -> str:
+    return formataddr(sender_identity(campaign))
 
 
 @dataclass(frozen=True)
@@ -85,116 +121,6 @@ class CycleStop:
 
     reason: str
     error: bool = False
-
-
-def attempt_claim(
-    *, campaign: Campaign, lead: Lead, step: int, subject: str, message_id: str, now: datetime, body: str = ""
-) -> OutreachAttempt | str:
-    """Claim one send, or say why not: QUOTA_FULL, TAKEN (another worker has it or the lead
-    changed since it was read), PAUSED, or ALREADY_SENT (this step of this lead was sent or
-    claimed before).
-
-    The daily quota is counted under a lock on the campaign's row, so concurrent cycles see
-    each other's claims; the lead must still be due, in the status and with the attempt count
-    that were read. The claimed lead says so in its stopped_reason until the send is recorded.
-    """
-    try:
-        with transaction.atomic():
-            locked = Campaign.objects.select_for_update().only("id", "active", "max_emails_per_day").get(pk=campaign.pk)
-            if not locked.active:
-                return PAUSED
-            if quota_used(campaign=locked, now=now) >= locked.max_emails_per_day:
-                return QUOTA_FULL
-            taken = Lead.objects.filter(
-                pk=lead.pk, status=lead.status, status__in=DUE_STATUSES, next_action_at__lte=now,
-                attempt_count=lead.attempt_count,
-            ).update(next_action_at=None, stopped_reason=sending_reason(step), updated_at=now)
-            if not taken:
-                return TAKEN
-            return OutreachAttempt.objects.create(
-                campaign=campaign, lead=lead, step=step, status=Status.CLAIMED,
-                subject=subject, body=body, message_id=message_id, created_at=now,
-            )
-    except IntegrityError:
-        return ALREADY_SENT
-
-
-def attempt_release(*, attempt: OutreachAttempt, lead: Lead, now: datetime) -> bool:
-    """Undo a claim whose mail certainly never left: no attempt, no quota, and the lead due as
-    it was, unless something else (a reply, a stop by staff) changed it meanwhile."""
-    with transaction.atomic():
-        OutreachAttempt.objects.filter(pk=attempt.pk, status=Status.CLAIMED).delete()
-        return bool(
-            Lead.objects.filter(
-                pk=lead.pk, next_action_at=None, stopped_reason=sending_reason(attempt.step),
-                attempt_count=lead.attempt_count,
-            ).update(next_action_at=lead.next_action_at, stopped_reason="", updated_at=now)
-        )
-
-
-def next_step_delay(steps: list[MessageStep], campaign: Campaign, sent_count: int) -> int | None:
-    """Delay before the step after the `sent_count`-th, or None if that was the last one."""
-    last = min(campaign.max_attempts_per_lead, len(steps))
-    return steps[sent_count].delay_days if sent_count < last else None
-
-
-def attempt_finish(
-    *, attempt: OutreachAttempt, campaign: Campaign, outcome: SendOutcome, now: datetime,
-    steps: list[MessageStep], actor: Actor,
-) -> Lead | None:
-    """Record what became of a claimed send on the attempt, and move the lead on.
-
-    Both are written only if the attempt is still CLAIMED (staff may have resolved an old one)
-    and the lead is re-read under its row lock: a reply recorded while the mail was on its way
-    is kept. None when the attempt was no longer claimed.
-    """
-    with transaction.atomic():
-        recorded = OutreachAttempt.objects.filter(pk=attempt.pk, status=Status.CLAIMED).update(
-            status=outcome.status, error=outcome.error, finished_at=now
-        )
-        if not recorded:
-            return None
-        attempt.status, attempt.error, attempt.finished_at = outcome.status, outcome.error, now
-        lead = lead_locked(attempt.lead_id)
-        before = lead.status
-        if outcome.status == Status.SENT:
-            lead_record_send(lead=lead, campaign=campaign, now=now,
-                             next_delay_days=next_step_delay(steps, campaign, lead.attempt_count + 1))
-            kind, reason = LeadEvent.Kind.SENT, f"step {attempt.step}: {attempt.subject}"
-        elif outcome.status == Status.FAILED:
-            failures = OutreachAttempt.objects.filter(lead=lead, step=attempt.step, status=Status.FAILED).count()
-            lead_record_send_failure(lead=lead, now=now, failures=failures, error=outcome.error,
-                                     permanent=outcome.hard_bounce)
-            kind, reason = LeadEvent.Kind.SEND_FAILED, f"step {attempt.step} not sent: {outcome.error}"
-        else:
-            lead.next_action_at = None
-            lead.stopped_reason = f"step {attempt.step} may or may not have been sent: resolve it as sent or not sent"
-            kind, reason = LeadEvent.Kind.SEND_UNKNOWN, f"step {attempt.step}: {outcome.error}"
-        lead.updated_at = now
-        lead.save()
-        lead_event(lead=lead, kind=kind, actor=actor, now=now, from_status=before, to_status=lead.status,
-                   reason=reason)
-    return lead
-
-
-def attempt_record_unsendable(
-    *, campaign: Campaign, lead: Lead, step: int, subject: str, body: str, error: str, now: datetime, actor: Actor
-) -> OutreachAttempt | None:
-    """A message that cannot be built for this lead: a FAILED attempt with the reason (no
-    quota), and the lead stopped, if it is still as it was read."""
-    with transaction.atomic():
-        stopped = lead_write_if_unchanged(
-            lead=lead, now=now, expect=lead_as_read(lead),
-            changes={"next_action_at": None, "stopped_reason": f"step {step} not sent: {error}"[:200]},
-            event={"kind": LeadEvent.Kind.SEND_FAILED, "actor": actor, "from_status": lead.status,
-                   "reason": f"step {step} not sent: {error}"},
-        )
-        if not stopped:
-            return None
-        return OutreachAttempt.objects.create(
-            campaign=campaign, lead=lead, step=step, status=Status.FAILED, subject=subject, body=body,
-            error=error, created_at=now, finished_at=now,
-        )
 
 
 def _record_stop(lead: Lead, campaign: Campaign, reason: str, now: datetime, read: dict, actor: Actor) -> bool:
@@ -265,12 +191,21 @@ class OutreachResult:
     skipped: int = 0
     lost: int = 0
     released: int = 0
+    # Due leads whose mail waits for a mailbox (window, gap, cap, mailbox off), by reason;
+    # counted in `skipped` too.
+    waiting: dict[str, int] = field(default_factory=dict)
+    # The soonest a window closed for a waiting lead opens again.
+    window_opens: datetime | None = None
     # The phase ended early for a reason cron should hear about (server down, unknown send,
     # database error).
     stopped: bool = False
     notes: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     previews: list[dict] = field(default_factory=list)
+
+    @property
+    def waiting_total(self) -> int:
+        return sum(self.waiting.values())
 
 
 class _StopPhase(Exception):
@@ -282,18 +217,29 @@ class _StopPhase(Exception):
         self.handled = handled
 
 
+def live_sending_refusal(campaign: Campaign) -> str | None:
+    """Why the campaign may not send real email now, or None (SPEC §8: no postal address)."""
+    if not postal_address(campaign):
+        return ("live sending refused: the campaign has no postal address for the footer its emails must carry; "
+                "set its postal_address or CAM_POSTAL_ADDRESS")
+    return None
+
+
 def outreach_send_due(
     *, campaign: Campaign, now: datetime, dry_run: bool = True, qualified_needed: int | None = None,
     deadline: float | None = None, actor: Actor | None = None, stop_check: Callable[[], CycleStop | None] | None = None,
 ) -> OutreachResult:
-    """Email the campaign's due leads, highest score first, strictly within today's quota.
+    """Email the campaign's due leads, highest score first, strictly within today's quota and
+    what its mailboxes allow now (caps, gaps, windows); the rest waits for the send task.
 
     Dry run renders and counts what would be sent, and changes nothing: no mail, no attempt,
     no quota, no lead. Leads that must get no more email are stopped (LOST after all attempts
-    or 30 days of silence; skipped when do_not_contact or suppressed). Outreach stops once
-    `qualified_needed` more leads became QUALIFIED (the goal is met), when the mail server is
-    down (before any lead is claimed), after a send whose outcome is unknown, and at
-    `deadline` (time.monotonic()): what it did not reach waits for the next cycle.
+    or 30 days of silence; skipped when do_not_contact or suppressed). Live sending is refused
+    without a postal address. Outreach stops once `qualified_needed` more leads became
+    QUALIFIED (the goal is met), when the environment's mail server is down (a mailbox that is
+    down or refuses its login only stops that mailbox), after a send whose outcome is unknown,
+    when bounce protection pauses the campaign, and at `deadline` (time.monotonic()): what it
+    did not reach waits for the next run.
     """
     result = OutreachResult()
     if not campaign.email_enabled:
@@ -302,6 +248,11 @@ def outreach_send_due(
     due = Lead.objects.filter(campaign=campaign, status__in=DUE_STATUSES, next_action_at__lte=now)
     due_total = due.count()
     if not due_total:
+        return result
+    if not dry_run and (refusal := live_sending_refusal(campaign) or _bounce_pause(campaign, now)):
+        result.skipped = due_total
+        result.stopped = True
+        result.errors.append(refusal)
         return result
     remaining = quota_remaining(campaign=campaign, now=now)
     if remaining == 0:
@@ -314,10 +265,13 @@ def outreach_send_due(
     stop_check = stop_check or (lambda: None)
     candidates = list(due.order_by("-score", "next_action_at", "id")[: remaining + SKIP_ALLOWANCE])
     run.suppressed = suppressed_emails([lead.email for lead in candidates])
+    run.threads = thread_mailboxes([lead.pk for lead in candidates if lead.attempt_count])
+    if dry_run:  # a live run asks the claim, which holds the addresses' rows
+        run.busy_elsewhere = addresses_in_other_sequences(
+            campaign=campaign, emails=[lead.email for lead in candidates if not lead.attempt_count])
     handled = 0
     try:
-        if not dry_run:
-            run.check_sender()
+        run.open_senders()
         for lead in candidates:
             if remaining <= 0:
                 break
@@ -338,7 +292,9 @@ def outreach_send_due(
                 result.notes.append("campaign was paused during the cycle" if outcome == PAUSED
                                     else f"daily quota of {campaign.max_emails_per_day} reached")
                 break
-            if outcome not in (TAKEN, RELEASED):
+            if outcome in WAITS:
+                result.waiting[outcome] = result.waiting.get(outcome, 0) + 1
+            elif outcome not in (TAKEN, RELEASED):
                 handled += 1
             if outcome in (Status.SENT, Status.UNKNOWN, QUALIFIED):
                 remaining -= 1
@@ -358,10 +314,60 @@ def outreach_send_due(
         result.stopped = True
         result.errors.append(f"outreach: {type(exc).__name__}: {exc}")
     finally:
-        run.mailer.close()
+        run.close()
     # Due leads this cycle did not reach wait for the next one (quota, goal, budget, server down).
     result.skipped += due_total - handled
+    if result.waiting:
+        words = ", ".join(f"{count} {WAIT_WORDS[reason]}" for reason, count in result.waiting.items())
+        opens = ""
+        if result.window_opens and WAIT_WINDOW in result.waiting:
+            opens = f" (the first window opens {result.window_opens.astimezone(dt_timezone.utc):%Y-%m-%d %H:%M} UTC)"
+        result.notes.append(f"{result.waiting_total} due lead(s) wait for their mailbox: {words}{opens}; "
+                            "the send task sends them once allowed")
     return result
+
+
+def thread_mailboxes(lead_ids: list[int]) -> dict[int, int | None]:
+    """Each lead's thread: the mailbox its first email sent went through (None: the environment's
+    server), for the leads that have one; one query for the run."""
+    threads: dict[int, int | None] = {}
+    rows = (OutreachAttempt.objects.filter(lead_id__in=lead_ids, status=Status.SENT)
+            .order_by("lead_id", "step", "id").values_list("lead_id", "mailbox_id"))
+    for lead_id, mailbox_id in rows:
+        threads.setdefault(lead_id, mailbox_id)
+    return threads
+
+
+def _bounce_pause(campaign: Campaign, now: datetime) -> str | None:
+    """Pause the campaign if its bounces call for it (bounce protection); the reason, or None."""
+    reason = bounce_protection_reason(campaign=campaign)
+    if reason:
+        campaign_pause(campaign=campaign, reason=reason, now=now)
+        logger.warning("campaign %s paused: %s", campaign.pk, reason)
+    return reason
+
+
+@dataclass
+class _Sender:
+    """Where a run's mail goes out: a mailbox (None: the environment's EMAIL_* settings), its
+    connection, and what the run knows of its limits. A mailbox that is down, refuses its
+    login or has a From address no message can carry is `blocked` for the rest of the run."""
+
+    mailbox: Mailbox | None
+    mailer: Mailer
+    from_email: str
+    from_name: str
+    room: int | None = None  # sends left today; None: no cap (the environment)
+    blocked: str = ""
+    released_in_a_row: int = 0
+
+    @property
+    def address(self) -> str:
+        return formataddr((self.from_name, self.from_email))
+
+    @property
+    def label(self) -> str:
+        return f"mailbox {self.mailbox.name}" if self.mailbox else "the mail server"
 
 
 @dataclass
@@ -377,8 +383,16 @@ class _Run:
     deadline: float | None = None
     suppressed: set[str] = field(default_factory=set)
     started: float = field(default_factory=time.monotonic)
-    mailer: Mailer = field(default_factory=lambda: Mailer(send_seconds=settings.CAM_SEND_TIMEOUT_SECONDS))
-    released_in_a_row: int = 0
+    # Senders by mailbox id (None: the environment), made when first needed.
+    senders: dict[int | None, _Sender] = field(default_factory=dict)
+    # The campaign's mailboxes for first emails (active ones), and whether it has any at all.
+    first_touch: list[int] = field(default_factory=list)
+    has_mailboxes: bool = False
+    postal: str = ""
+    # The mailbox each contacted lead's thread went out from (its first email sent; None: the
+    # environment's server), and the addresses in another campaign's sequence (for dry runs).
+    threads: dict[int, int | None] = field(default_factory=dict)
+    busy_elsewhere: set[str] = field(default_factory=set)
 
     def out_of_time(self) -> bool:
         """No send starts after the deadline; one started before it has its whole time limit
@@ -390,14 +404,86 @@ class _Run:
         too), not when the cycle started, minutes earlier perhaps, before midnight."""
         return self.now + timedelta(seconds=int(time.monotonic() - self.started))  # whole seconds
 
-    def check_sender(self) -> None:
-        """A From address that cannot go into a header stops the phase before any claim: it
-        is the campaign's problem, not one lead's."""
-        try:
-            message_prepare(EmailMessage(subject="check", body="", from_email=sender_address(self.campaign),
-                                         to=["check@example.com"]))
-        except MessageProblem as exc:
-            raise _StopPhase(f"the campaign's sender cannot be used, nothing sent: {exc}") from exc
+    def open_senders(self) -> None:
+        """The campaign's mailboxes as they are now. Without any, the environment's server, whose
+        From address is checked before any claim: it is the campaign's problem, not one lead's."""
+        self.postal = postal_address(self.campaign)
+        boxes = list(self.campaign.mailboxes.order_by("id"))
+        self.has_mailboxes = bool(boxes)
+        for box in boxes:
+            self.senders[box.pk] = self._sender(box)
+        self.first_touch = [box.pk for box in boxes if box.active]
+        if not self.has_mailboxes and not self.dry_run:
+            sender = self.sender(None)
+            if sender.blocked:
+                raise _StopPhase(f"the campaign's sender cannot be used, nothing sent: {sender.blocked}")
+
+    def close(self) -> None:
+        for sender in self.senders.values():
+            sender.mailer.close()
+
+    def _sender(self, box: Mailbox | None) -> _Sender:
+        mailer = Mailer(send_seconds=settings.CAM_SEND_TIMEOUT_SECONDS, mailbox=box)
+        if box is None:
+            name, email = sender_identity(self.campaign)
+            sender = _Sender(mailbox=None, mailer=mailer, from_email=email, from_name=name)
+        else:
+            sender = _Sender(mailbox=box, mailer=mailer, from_email=box.from_email,
+                             from_name=box.from_name or self.campaign.sender_name,
+                             room=mailbox_room(mailbox=box, now=self.now))
+            if not box.active:
+                sender.blocked = f"switched off{': ' + box.last_error if box.last_error else ''}"
+        if not sender.blocked:
+            try:
+                message_prepare(EmailMessage(subject="check", body="", from_email=sender.address,
+                                             to=["check@example.com"]))
+            except MessageProblem as exc:
+                sender.blocked = str(exc)
+                if box is not None:
+                    self.result.errors.append(f"{sender.label}: its From address cannot be used: {exc}")
+        return sender
+
+    def sender(self, mailbox_id: int | None) -> _Sender:
+        if mailbox_id not in self.senders:
+            box = Mailbox.objects.filter(pk=mailbox_id).first() if mailbox_id is not None else None
+            self.senders[mailbox_id] = self._sender(box)
+        return self.senders[mailbox_id]
+
+    def _limit(self, sender: _Sender, lead: Lead) -> str | None:
+        """Why `sender` cannot take this lead's mail now, or None."""
+        if sender.blocked:
+            return WAIT_MAILBOX
+        if sender.mailbox is None:
+            return None
+        zone = send_zone(lead=lead, campaign=self.campaign, mailbox=sender.mailbox)
+        wait = mailbox_wait(mailbox=sender.mailbox, room=sender.room, at=self.clock(), zone=zone)
+        if wait == WAIT_WINDOW:
+            opens = window_next_open(mailbox=sender.mailbox, at=self.clock(), zone=zone)
+            if opens and (self.result.window_opens is None or opens < self.result.window_opens):
+                self.result.window_opens = opens
+        return wait
+
+    def pick(self, lead: Lead) -> _Sender | str:
+        """The lead's sender, or why its mail waits. Follow-ups go from the mailbox of the
+        thread (the first email sent), never silently from another; a first email from the
+        campaign's mailbox with the most room today, or the environment's server without any."""
+        if lead.pk in self.threads:
+            sender = self.sender(self.threads[lead.pk])
+            return self._limit(sender, lead) or sender
+        if not self.has_mailboxes:
+            return self.sender(None)
+        waits, open_ = [], []
+        for mailbox_id in self.first_touch:
+            sender = self.senders[mailbox_id]
+            wait = self._limit(sender, lead)
+            (waits.append(wait) if wait else open_.append(sender))
+        if open_:
+            return max(open_, key=lambda s: (s.room, -s.mailbox.pk))
+        # Why it waits: the reason that will pass first.
+        for reason in (WAIT_WINDOW, WAIT_GAP, WAIT_CAP):
+            if reason in waits:
+                return reason
+        return WAIT_MAILBOX
 
     def one(self, lead: Lead) -> str:
         """Handle one due lead; return what happened to it."""
@@ -414,6 +500,9 @@ class _Run:
                 else:
                     result.skipped += 1
             return STOPPED
+        sender = self.pick(lead)
+        if isinstance(sender, str):
+            return sender
         step = self.steps[lead.attempt_count]
         try:
             message = message_render(step, lead, self.campaign)
@@ -421,30 +510,66 @@ class _Run:
             result.skipped += 1
             result.errors.append(f"{lead.email}: {exc}")
             return Status.SKIPPED
-        if self.dry_run:
-            result.sent += 1
-            if len(result.previews) < PREVIEW_LIMIT:
-                result.previews.append({
-                    "lead_id": lead.pk, "email": lead.email, "step": step.position,
-                    "subject": message.subject, "body": message.body,
-                })
-            return QUALIFIED if lead_qualifies(lead=lead, campaign=self.campaign) else Status.SENT
-        return self._send(lead, step, message)
+        if not self.dry_run:
+            # A first email whose mailbox turns out to be down goes from the next one with room.
+            for _ in range(len(self.senders) + 1):
+                outcome = self._send(lead, step, message.subject, self._body(message, sender, lead), sender)
+                if outcome != WAIT_MAILBOX or lead.attempt_count or not sender.blocked:
+                    return outcome
+                sender = self.pick(lead)
+                if isinstance(sender, str):
+                    return sender
+            return WAIT_MAILBOX
+        body = self._body(message, sender, lead)
+        if lead.attempt_count == 0 and lead.email in self.busy_elsewhere:
+            result.skipped += 1
+            return ELSEWHERE
+        result.sent += 1
+        if sender.mailbox is not None:  # as the claim would: one less today, and the gap (without jitter)
+            sender.room -= 1
+            sender.mailbox.next_send_at = self.clock() + timedelta(seconds=sender.mailbox.min_gap_seconds)
+        if len(result.previews) < PREVIEW_LIMIT:
+            result.previews.append({
+                "lead_id": lead.pk, "email": lead.email, "step": step.position,
+                "subject": message.subject, "body": body,
+                "mailbox": sender.mailbox.name if sender.mailbox else None,
+            })
+        return QUALIFIED if lead_qualifies(lead=lead, campaign=self.campaign) else Status.SENT
 
-    def _send(self, lead: Lead, step: MessageStep, message) -> str:
+    def _body(self, message, sender: _Sender, lead: Lead) -> str:
+        return message.body + message_footer(sender_name=sender.from_name, sender_email=sender.from_email,
+                                             postal_address=self.postal, email=lead.email)
+
+    def _sender_down(self, sender: _Sender, exc: MailServerDown) -> str:
+        """A mailbox that cannot send: off for good when its login is refused (staff fix it and
+        switch it on), off for this run when its server does not answer. The environment's
+        server down stops the phase, as there is no other."""
+        if sender.mailbox is None:
+            raise exc
+        if isinstance(exc, LoginFailed):
+            mailbox_disable(mailbox=sender.mailbox, reason=str(exc), now=self.now)
+            self.result.errors.append(f"{sender.label} switched off: {exc}")
+        else:
+            mailbox_record_error(mailbox=sender.mailbox, error=f"{self.now:%Y-%m-%d %H:%M} {exc}")
+            self.result.errors.append(f"{sender.label} unavailable, its mail waits: {exc}")
+        sender.blocked = str(exc)
+        sender.mailer.close()
+        return WAIT_MAILBOX
+
+    def _send(self, lead: Lead, step: MessageStep, subject: str, body: str, sender: _Sender) -> str:
         campaign, now, result = self.campaign, self.now, self.result
-        self.mailer.ready()  # before the claim: a server that is down must not use up leads
-        from_email = sender_address(campaign)
-        message_id = make_msgid(domain=parseaddr(from_email)[1].rpartition("@")[2] or "localhost")
-        email = EmailMessage(
-            subject=message.subject, body=message.body, from_email=from_email, to=[lead.email],
-            headers=_thread_headers(lead, message_id),
-        )
+        try:
+            sender.mailer.ready()  # before the claim: a server that is down must not use up leads
+        except MailServerDown as exc:
+            return self._sender_down(sender, exc)
+        message_id = make_msgid(domain=sender.from_email.rpartition("@")[2] or "localhost")
+        headers = _thread_headers(lead, message_id) | unsubscribe_headers(email=lead.email, sender_email=sender.from_email)
+        email = EmailMessage(subject=subject, body=body, from_email=sender.address, to=[lead.email], headers=headers)
         try:
             prepared = message_prepare(email)
         except MessageProblem as exc:
             attempt = attempt_record_unsendable(
-                campaign=campaign, lead=lead, step=step.position, subject=message.subject, body=message.body,
+                campaign=campaign, lead=lead, step=step.position, subject=subject, body=body,
                 error=str(exc), now=now, actor=self.actor,
             )
             if attempt is None:
@@ -454,8 +579,8 @@ class _Run:
             webhook_post(_event(attempt, lead, campaign))
             return Status.FAILED
         attempt = attempt_claim(
-            campaign=campaign, lead=lead, step=step.position, subject=message.subject, body=message.body,
-            message_id=message_id, now=self.clock(),
+            campaign=campaign, lead=lead, step=step.position, subject=subject, body=body,
+            message_id=message_id, now=self.clock(), mailbox=sender.mailbox,
         )
         if attempt == ALREADY_SENT:
             stopped = lead_write_if_unchanged(
@@ -468,33 +593,56 @@ class _Run:
             if stopped:
                 result.notes.append(f"{lead.email}: step {step.position} was already sent or claimed; lead stopped")
             return ALREADY_SENT
+        if attempt in WAITS:
+            self._refresh(sender)  # another process used the mailbox meanwhile
+            return attempt
+        if attempt in (SUPPRESSED, ELSEWHERE):
+            result.skipped += 1
+            if attempt == ELSEWHERE:
+                result.notes.append(f"{lead.email}: not started, the address is in another campaign's sequence; "
+                                    f"looked at again in {CONVERSATION_WAIT.days} day")
+            return attempt
         if not isinstance(attempt, OutreachAttempt):
             return attempt
+        if sender.mailbox is not None:  # the claim used one of its sends today and set its gap
+            sender.room -= 1
+            sender.mailbox = attempt.mailbox
         try:
-            sent = self.mailer.send(prepared)
-        except MailServerDown:
+            sent = sender.mailer.send(prepared)
+        except MailServerDown as exc:
             attempt_release(attempt=attempt, lead=lead, now=now)
-            raise
+            self._unspend(sender)
+            return self._sender_down(sender, exc)
         if sent.status == RELEASED:
             attempt_release(attempt=attempt, lead=lead, now=now)
+            self._unspend(sender)
             logger.warning("step %s to lead %s released: %s", step.position, lead.pk, sent.error)
             result.released += 1
             result.notes.append(f"{lead.email}: step {step.position} not sent ({sent.error}); it stays due")
-            self.released_in_a_row += 1
-            if self.released_in_a_row >= MAX_RELEASED_IN_A_ROW:
-                raise _StopPhase(f"the mail server dropped the connection before {self.released_in_a_row} "
-                                 "messages in a row: nothing more sent this cycle")
+            sender.released_in_a_row += 1
+            if sender.released_in_a_row >= MAX_RELEASED_IN_A_ROW:
+                problem = (f"{sender.label} dropped the connection before {sender.released_in_a_row} "
+                           "messages in a row: nothing more sent through it this cycle")
+                if sender.mailbox is None:
+                    raise _StopPhase(problem)
+                sender.blocked = problem
+                result.errors.append(problem)
             return RELEASED
-        self.released_in_a_row = 0
+        sender.released_in_a_row = 0
         if sent.error:
             logger.warning("sending step %s to lead %s: %s: %s", step.position, lead.pk, sent.status, sent.error)
         finished = attempt_finish(attempt=attempt, campaign=campaign, outcome=sent, now=now, steps=self.steps,
                                   actor=self.actor)
         lead = finished or lead
+        if sent.status != Status.SENT and sent.status != Status.UNKNOWN:
+            self._unspend(sender)  # refused: no quota, no cap (the gap still passes)
         if sent.hard_bounce:
             suppression_add(email=lead.email, reason=Suppression.Reason.BOUNCED, note=sent.error[:300], now=now,
                             actor=self.actor)
         webhook_post(_event(attempt, lead, campaign))
+        if sent.hard_bounce and (reason := _bounce_pause(campaign, now)):
+            result.failed += 1
+            raise _StopPhase(f"campaign paused: {reason}", handled=True)
         if sent.status == Status.SENT:
             result.sent += 1
             return QUALIFIED if lead.status == Lead.Status.QUALIFIED else Status.SENT
@@ -505,3 +653,17 @@ class _Run:
                              "stops for this cycle", handled=True)
         result.failed += 1
         return Status.FAILED
+
+    def _unspend(self, sender: _Sender) -> None:
+        """A claim undone (or refused by the server): it used none of the mailbox's cap."""
+        if sender.room is not None:
+            sender.room += 1
+
+    def _refresh(self, sender: _Sender) -> None:
+        """The mailbox as another process left it (its gap, its count today)."""
+        if sender.mailbox is not None:
+            box = Mailbox.objects.filter(pk=sender.mailbox.pk).first()
+            if box is None or not box.active:
+                sender.blocked = "switched off"
+                return
+            sender.mailbox, sender.room = box, mailbox_room(mailbox=box, now=self.clock())

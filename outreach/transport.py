@@ -7,6 +7,10 @@ step by step here (MAIL, RCPT, DATA, the message, the final reply) on the connec
 backend opened (TLS, login and timeouts as configured). Other backends (files, memory) are
 called as they are. Every send has a total time limit, enforced by a watchdog that shuts the
 socket down: a server that trickles its replies a byte at a time cannot hold a cycle.
+
+A Mailer sends through one mailbox (its SMTP login, or its ESP's API through django-anymail), or
+through the environment's EMAIL_* settings when it has none. A mailbox whose login is refused
+raises LoginFailed: the caller switches that mailbox off and goes on with the others.
 """
 
 import logging
@@ -17,6 +21,8 @@ import threading
 from dataclasses import dataclass
 from email.utils import parseaddr
 
+import requests
+from anymail.exceptions import AnymailError, AnymailRecipientsRefused, AnymailRequestsAPIError
 from django.conf import settings
 from django.core.mail import EmailMessage, get_connection
 from django.core.mail.backends.smtp import EmailBackend as SMTPBackend
@@ -34,6 +40,10 @@ class MailServerDown(Exception):
     """The mail server cannot be reached or refuses our sender or login: nothing can go out now."""
 
 
+class LoginFailed(MailServerDown):
+    """The mailbox's credentials are refused (or cannot be read): it cannot send until staff fix them."""
+
+
 class MessageProblem(Exception):
     """The message itself cannot be sent (a header that cannot be encoded, a bad address):
     no server would take it, and retrying will not help."""
@@ -45,6 +55,10 @@ class SendOutcome:
     error: str = ""
     # The recipient's server says the address does not exist (5xx to RCPT): suppress it.
     hard_bounce: bool = False
+    # The ESP's id for the message (anymail), for its webhooks.
+    provider_message_id: str = ""
+    # RELEASED because the server hung up (not a time limit): a new connection may take it.
+    dropped: bool = False
 
 
 @dataclass(frozen=True)
@@ -98,12 +112,50 @@ def _dot_stuffed(data: bytes) -> bytes:
     return data + b".\r\n"
 
 
-class Mailer:
-    """One connection to the mail server for a run of sends, checked before each message."""
+# A Fernet token: what an encrypted field returns when CAM_ENCRYPTION_KEY cannot decrypt it
+# (django-encrypted-model-fields hands back the stored text rather than raising).
+_UNDECRYPTED = re.compile(r"^gAAAAA[A-Za-z0-9_=-]{60,}$")
 
-    def __init__(self, *, send_seconds: float):
+
+def mailbox_secret(mailbox, field: str) -> str:
+    """A mailbox's password or API key in clear; LoginFailed when the key cannot decrypt it."""
+    value = getattr(mailbox, field) or ""
+    if _UNDECRYPTED.match(value):
+        raise LoginFailed(f"the mailbox's {field.replace('_', ' ')} cannot be decrypted: CAM_ENCRYPTION_KEY is not "
+                          "the key it was saved with (enter it again, or restore the old key)")
+    return value
+
+
+def mailbox_backend(mailbox, *, timeout: float):
+    """A Django email backend for the mailbox, not yet connected; LoginFailed for settings no
+    backend can use (they will not fix themselves)."""
+    from outreach.models import ESP_SECRET_ARGUMENT
+
+    if mailbox.kind == mailbox.Kind.ESP:
+        if mailbox.esp not in ESP_SECRET_ARGUMENT:
+            raise LoginFailed(f"the mailbox's ESP {mailbox.esp!r} is not one CAM sends through")
+        options = {key: value for key, value in (mailbox.esp_settings or {}).items() if key in ("api_url", "sender_domain")}
+        options[ESP_SECRET_ARGUMENT[mailbox.esp]] = mailbox_secret(mailbox, "esp_api_key")
+        return get_connection(f"anymail.backends.{mailbox.esp}.EmailBackend", fail_silently=False, timeout=timeout,
+                              **options)
+    if not mailbox.smtp_host:  # smtplib would connect to this machine instead
+        raise LoginFailed("the mailbox has no SMTP host")
+    return SMTPBackend(
+        host=mailbox.smtp_host, port=mailbox.smtp_port, username=mailbox.smtp_username,
+        password=mailbox_secret(mailbox, "smtp_password"), use_tls=mailbox.smtp_security == "starttls",
+        use_ssl=mailbox.smtp_security == "ssl", timeout=timeout, fail_silently=False,
+    )
+
+
+class Mailer:
+    """One connection to a mail server for a run of sends, checked before each message: the
+    mailbox's, or the environment's (EMAIL_*) when `mailbox` is None."""
+
+    def __init__(self, *, send_seconds: float, mailbox=None):
         self.send_seconds = send_seconds
+        self.mailbox = mailbox
         self.backend = None
+        self.carried = 0  # messages the open connection has taken
 
     @property
     def is_smtp(self) -> bool:
@@ -123,14 +175,22 @@ class Mailer:
             return
         try:
             timeout = min(getattr(settings, "EMAIL_TIMEOUT", None) or self.send_seconds, self.send_seconds)
-            backend = get_connection(fail_silently=False, timeout=timeout)
+            if self.mailbox is not None:
+                backend = mailbox_backend(self.mailbox, timeout=timeout)
+            else:
+                backend = get_connection(fail_silently=False, timeout=timeout)
             if isinstance(backend, SMTPBackend):
                 _smtp_open(backend, limit=self.send_seconds)
             else:
                 backend.open()
+        except LoginFailed:
+            raise
+        except smtplib.SMTPAuthenticationError as exc:
+            raise LoginFailed(f"login refused: {_reply(exc.smtp_code, exc.smtp_error)}") from exc
         except Exception as exc:
             raise MailServerDown(_describe(exc)) from exc
         self.backend = backend
+        self.carried = 0
 
     def close(self) -> None:
         backend, self.backend = self.backend, None
@@ -149,8 +209,18 @@ class Mailer:
         MailServerDown (after closing the connection) when the server refuses our sender."""
         if not self.is_smtp:
             return self._send_other(message)
-        smtp = self.backend.connection
-        outcome = _smtp_deliver(smtp, message, limit=self.send_seconds)
+        outcome = _smtp_deliver(self.backend.connection, message, limit=self.send_seconds)
+        if outcome.dropped and self.carried:
+            # A server that closes idle connections can do it between our NOOP and our MAIL
+            # FROM. Nothing was handed over, so one more try on a new connection is safe.
+            self.close()
+            try:
+                self.ready()
+            except MailServerDown:
+                return outcome
+            outcome = _smtp_deliver(self.backend.connection, message, limit=self.send_seconds)
+        if outcome.status == "sent":
+            self.carried += 1
         if outcome.status in (RELEASED, "unknown"):
             self.close()  # the connection is in an unknown state: the next send opens a new one
         if outcome.status == SENDER_REFUSED:
@@ -159,13 +229,55 @@ class Mailer:
         return outcome
 
     def _send_other(self, message: PreparedMessage) -> SendOutcome:
-        """Files, memory or an API backend: an exception may come after the message left."""
+        """Files, memory or an ESP's API: an exception may come after the message left."""
         try:
             sent = self.backend.send_messages([message.email])
+        except AnymailRecipientsRefused as exc:
+            return SendOutcome("failed", f"recipient refused by the ESP: {_one_line(exc)}", hard_bounce=True)
+        except AnymailError as exc:
+            return self._esp_failure(exc)
         except Exception as exc:
             self.close()
             return SendOutcome("unknown", _describe(exc))
-        return SendOutcome("sent") if sent else SendOutcome("failed", "the mail backend did not take the message")
+        if not sent:
+            return SendOutcome("failed", "the mail backend did not take the message")
+        statuses = getattr(getattr(message.email, "anymail_status", None), "status", None) or set()
+        if statuses and statuses <= {"invalid", "rejected", "failed"}:
+            return SendOutcome("failed", f"the ESP did not take the message: {', '.join(sorted(statuses))}",
+                               hard_bounce=bool(statuses & {"invalid", "rejected"}))
+        provider_id = getattr(getattr(message.email, "anymail_status", None), "message_id", None)
+        return SendOutcome("sent", provider_message_id=provider_id[:255] if isinstance(provider_id, str) else "")
+
+    def _esp_failure(self, exc: AnymailError) -> SendOutcome:
+        """An ESP that answered with an error took nothing; one never reached took nothing;
+        a call cut off after it was sent may have been delivered."""
+        if getattr(exc, "status_code", None):
+            if exc.status_code in (401, 403):
+                raise LoginFailed(f"the ESP refused the API key: {_one_line(exc)}") from exc
+            return SendOutcome("failed", f"the ESP refused the message: {_one_line(exc)}")
+        if isinstance(exc, AnymailRequestsAPIError) and _never_connected(exc):
+            self.close()
+            return SendOutcome(RELEASED, f"not sent, the ESP could not be reached: {_one_line(exc)}")
+        if isinstance(exc, AnymailRequestsAPIError):
+            self.close()
+            return SendOutcome("unknown", f"the ESP call was cut off: {_one_line(exc)}")
+        return SendOutcome("failed", f"the message was not accepted: {_one_line(exc)}")
+
+
+def _one_line(exc: BaseException) -> str:
+    """An anymail error on one line: what failed, and the ESP's answer."""
+    return " ".join(str(exc).split())[:500] or type(exc).__name__
+
+
+def _never_connected(exc: BaseException) -> bool:
+    """A requests failure that happened before anything was sent: the connection was refused
+    or could not be made in time."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    cause = exc.__cause__
+    reason = getattr(cause.args[0], "reason", None) if cause is not None and cause.args else None
+    return isinstance(exc, requests.ConnectionError) and type(reason).__name__ in ("NewConnectionError",
+                                                                                   "ConnectTimeoutError")
 
 
 class _Watchdog:
@@ -265,7 +377,8 @@ def _smtp_deliver(smtp: smtplib.SMTP, message: PreparedMessage, *, limit: float)
                 error = f"no answer within the send limit of {limit:g} s ({error})"
             if handed_over:
                 return SendOutcome("unknown", f"connection lost after the message was handed over: {error}")
-            return SendOutcome(RELEASED, f"not sent, connection lost before the message: {error}")
+            dropped = isinstance(exc, (smtplib.SMTPServerDisconnected, ConnectionError)) and not watchdog.expired.is_set()
+            return SendOutcome(RELEASED, f"not sent, connection lost before the message: {error}", dropped=dropped)
 
 
 def _reset(smtp: smtplib.SMTP) -> None:

@@ -27,11 +27,15 @@ def readme_block(marker: str) -> str:
 
 
 def documented_environment() -> dict[str, str]:
-    """The README's production environment; its one placeholder, the secret key, made as it says."""
+    """The README's production environment; its placeholders, the secret and encryption keys,
+    made as it says."""
+    from cryptography.fernet import Fernet
+
     environment = dict(line.split("=", 1) for line in readme_block("deploy-env").splitlines() if line.strip())
     placeholders = [name for name, value in environment.items() if value.startswith("<")]
-    assert placeholders == ["SECRET_KEY"]
+    assert placeholders == ["SECRET_KEY", "CAM_ENCRYPTION_KEY"]
     environment["SECRET_KEY"] = secrets.token_urlsafe(50)
+    environment["CAM_ENCRYPTION_KEY"] = Fernet.generate_key().decode()
     return environment
 
 
@@ -108,6 +112,15 @@ def test_a_malformed_switch_is_refused_at_start(tmp_path):
 
     assert done.returncode != 0
     assert "CAM_HTTPS must be true or false, not 'sure'" in done.stderr
+
+
+def test_a_malformed_encryption_key_is_refused_at_start_without_echoing_it(tmp_path):
+    from cryptography.fernet import Fernet
+
+    done = run_manage(["check"], {"CAM_ENCRYPTION_KEY": f"{Fernet.generate_key().decode()},hunter2"}, tmp_path)
+
+    assert done.returncode != 0
+    assert "CAM_ENCRYPTION_KEY: key 2 is not a Fernet key" in done.stderr and "hunter2" not in done.stderr
 
 
 # --- behind the proxy, over HTTP, in gunicorn ------------------------------------------------------

@@ -84,7 +84,7 @@ def test_live_must_be_a_boolean(api):
 
 
 def test_every_cycle_run_through_the_api_is_listed_newest_first_with_who_asked(api, admin, smtp_server):
-    campaign = CampaignFactory()
+    campaign = CampaignFactory(postal_address=ADDRESS)  # live sending needs one
     MessageStepFactory(campaign=campaign, position=1)
     LeadFactory.create_batch(3, campaign=campaign, next_action_at=timezone.now())
 

@@ -172,7 +172,7 @@ def test_make_demo_twice_loads_one_campaign_and_no_duplicate_leads():
     assert "Loaded demo campaign" in first.getvalue()
     assert "Found demo campaign" in second.getvalue()
     row = [line for line in second.getvalue().splitlines() if line.startswith(f"#{campaign.pk} ")][0]
-    assert row.split()[-9:-7] == ["0", "0"]  # discovered, enriched
+    assert row.split()[-10:-8] == ["0", "0"]  # discovered, enriched
 
 
 def test_the_fake_apollo_demo_goes_on_with_its_search_and_never_calls_the_real_services(settings):

@@ -71,6 +71,7 @@ def test_a_cycle_reveals_the_people_of_its_search_and_the_next_goes_on_where_it_
     assert maya.linkedin_url == "https://www.linkedin.com/in/maya-chen-0"
     assert maya.website == "https://company0000.example"
     assert maya.source == source and maya.source_data["apollo"]["id"] == "fake00000"
+    assert maya.origin == f"Apollo.io people search (source “{source}”)" and maya.collected_at
     usage = list(ApiUsage.objects.filter(campaign=campaign, provider="apollo").order_by("id"))
     assert [(u.provider, u.endpoint, u.asked, u.credits, u.outcome) for u in usage] == [
         ("apollo", "people/bulk_match", 10, 10, "done"), ("apollo", "people/bulk_match", 2, 2, "done")]

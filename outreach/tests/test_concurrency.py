@@ -22,7 +22,7 @@ from campaigns.models import Campaign
 from campaigns.tests.factories import CampaignFactory
 from leads.tests.factories import LeadFactory
 from outreach.models import OutreachAttempt
-from outreach.sending import QUOTA_FULL, attempt_claim
+from outreach.claims import QUOTA_FULL, attempt_claim
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

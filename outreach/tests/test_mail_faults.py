@@ -55,6 +55,23 @@ def test_a_server_closing_the_connection_between_messages_gets_every_message_and
     assert set(OutreachAttempt.objects.values_list("status", flat=True)) == {Sent.SENT}
 
 
+def test_a_server_hanging_up_just_after_answering_noop_still_gets_every_message_once(smtp_server, now):
+    """The race the test above leaves to timing, forced: the idle check passes, then the
+    server closes before MAIL FROM. Nothing was handed over, so a new connection takes it."""
+    campaign = CampaignFactory()
+    leads = due_leads(campaign, 3, now)
+
+    async def answer_then_hang_up(server, session, envelope, arg):
+        asyncio.get_running_loop().call_soon(server.transport.close)
+        return "250 OK"
+
+    smtp_server.handle_NOOP = answer_then_hang_up
+    result = outreach_send_due(campaign=campaign, now=now, dry_run=False)
+
+    assert (result.sent, result.failed, result.unknown, result.released, result.errors) == (3, 0, 0, 0, [])
+    assert sorted(smtp_server.recipients()) == sorted(lead.email for lead in leads)
+
+
 def test_a_connection_lost_before_data_releases_the_claim_and_the_lead_stays_due(smtp_server, now):
     campaign = CampaignFactory()
     leads = due_leads(campaign, 3, now)

@@ -19,7 +19,8 @@ from leads.tests.factories import LeadFactory
 from outreach.models import OutreachAttempt, Suppression
 from outreach.messages import campaign_steps
 from outreach.limits import outreach_today
-from outreach.sending import _record_stop, attempt_claim, attempt_finish, outreach_send_due
+from outreach.claims import attempt_claim, attempt_finish
+from outreach.sending import _record_stop, outreach_send_due
 from outreach.suppression import suppression_add
 from outreach.transport import SendOutcome
 from outreach.tests.factories import OutreachAttemptFactory
@@ -165,7 +166,8 @@ def test_a_follow_up_goes_out_after_its_delay_in_the_same_thread(smtp_server, no
     first, second = smtp_server.messages
     assert second["Subject"] == "Re: Idea for Acme"
     assert second["In-Reply-To"] == first["Message-ID"]
-    assert second.get_content().strip() == "Hi Jane, following up."
+    text, footer = second.get_content().replace("\r\n", "\n").split("\n\n--\n")
+    assert text == "Hi Jane, following up." and "Unsubscribe in one click" in footer
     lead.refresh_from_db()
     assert (lead.attempt_count, lead.status) == (2, Status.CONTACTED)
 

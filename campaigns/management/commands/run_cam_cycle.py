@@ -29,6 +29,8 @@ _COLUMNS = (
     ("failed", lambda r: r.outreach_failed),
     ("unknown", lambda r: r.outreach_unknown),
     ("skipped", lambda r: r.outreach_skipped),
+    # Of the skipped: mail waiting for a mailbox's window, gap or cap (the send task sends it).
+    ("waiting", lambda r: r.outreach_waiting),
     ("lost", lambda r: r.leads_lost),
     ("paused", lambda r: "yes" if r.campaign_paused else "no"),
     ("errors", lambda r: len(r.errors)),

@@ -1,6 +1,7 @@
 """Bulk import of leads: `import_leads --campaign-id N FILE.csv`."""
 
 import json
+from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
@@ -30,7 +31,8 @@ class Command(BaseCommand):
         if campaign is None:
             raise CommandError(f"campaign {options['campaign_id']} not found")
         try:
-            report = leads_import_csv(campaign=campaign, path=options["file"], now=timezone.now())
+            report = leads_import_csv(campaign=campaign, path=options["file"], now=timezone.now(),
+                                      origin=f"import_leads of {Path(options['file']).name}")
         except LeadFileError as exc:
             raise CommandError(f"cannot import {options['file']}: {exc}") from None
 
