@@ -25,6 +25,7 @@ def declared() -> list[Declared]:
     return [
         Declared(PREFIX + "campaign cycles", "campaigns.tasks.campaign_cycles_fan_out", settings.CAM_CYCLE_MINUTES),
         Declared(PREFIX + "send due mail", "campaigns.tasks.campaign_sends_fan_out", settings.CAM_SEND_MINUTES),
+        Declared(PREFIX + "read inboxes", "outreach.tasks.inboxes_fan_out", settings.CAM_INBOX_MINUTES),
         Declared(PREFIX + "prune run history", "campaigns.tasks.runs_prune", 24 * 60),
         Declared(PREFIX + "prune imports", "leads.tasks.import_jobs_old_prune", 24 * 60),
     ]

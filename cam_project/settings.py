@@ -221,6 +221,8 @@ SPECTACULAR_SETTINGS = {
         "SuppressionReasonEnum": "outreach.models.Suppression.Reason",
         "ImportStatusEnum": "leads.models.ImportJob.Status",
         "MailboxSecurityEnum": "outreach.models.Mailbox.Security",
+        "InboundKindEnum": "outreach.models.InboundMessage.Kind",
+        "InboundOutcomeEnum": "outreach.models.InboundMessage.Outcome",
     },
 }
 
@@ -318,6 +320,20 @@ CAM_BOUNCE_WINDOW = envint("CAM_BOUNCE_WINDOW", 50)
 # The send task: every CAM_SEND_MINUTES, live campaigns send what their mailboxes' caps, gaps and
 # windows allow by then, so a day's mail is spread over the window.
 CAM_SEND_MINUTES = envint("CAM_SEND_MINUTES", 1)
+# Inbound mail (SPEC §9): every CAM_INBOX_MINUTES the mailboxes with IMAP settings are read
+# (replies, out-of-office, bounces, unsubscribe requests) and interrupted sends looked up in Sent.
+CAM_INBOX_MINUTES = envint("CAM_INBOX_MINUTES", 5)
+# An out-of-office reply holds the lead's next email back this many days.
+CAM_OOO_DELAY_DAYS = envint("CAM_OOO_DELAY_DAYS", 7)
+# ESP webhooks (anymail's tracking and inbound): the "user:password" the ESP must send with them
+# (HTTP basic auth). Without it the webhook URLs refuse every call.
+CAM_WEBHOOK_SECRET = env("CAM_WEBHOOK_SECRET")
+ANYMAIL = {"WEBHOOK_SECRET": CAM_WEBHOOK_SECRET or None}
+# ESPs that sign their webhook calls: their signing keys, from the environment of the same name.
+for _name in ("MAILGUN_WEBHOOK_SIGNING_KEY", "MAILERSEND_SIGNING_SECRET", "MAILERSEND_INBOUND_SECRET",
+              "RESEND_SIGNING_SECRET", "RESEND_INBOUND_SECRET"):
+    if env(_name):
+        ANYMAIL[_name] = env(_name)
 # The scheduler (SPEC §7): every active campaign's cycle every CAM_CYCLE_MINUTES.
 CAM_CYCLE_MINUTES = envint("CAM_CYCLE_MINUTES", 15)
 # Finished runs older than this are deleted once a day (the "cam: prune run history" schedule).

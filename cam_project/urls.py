@@ -9,8 +9,9 @@ from campaigns import views as console
 from leads import api as leads_api
 from leads import views as leads_console
 from outreach import api as outreach_api
-from outreach import mailboxes_api
-from outreach import unsubscribe_views
+from outreach import inbound_api, mailboxes_api
+from outreach import inbox_views, unsubscribe_views
+from outreach.webhooks import guarded_anymail_urls
 from outreach import views as outreach_console
 
 register_converter(IdConverter, "id")
@@ -35,6 +36,8 @@ api = [
     path("mailboxes", mailboxes_api.MailboxListView.as_view(), name="api-mailboxes"),
     path("mailboxes/<id:pk>", mailboxes_api.MailboxDetailView.as_view(), name="api-mailbox"),
     path("mailboxes/<id:pk>/test", mailboxes_api.MailboxTestView.as_view(), name="api-mailbox-test"),
+    path("inbound", inbound_api.InboundListView.as_view(), name="api-inbound"),
+    path("inbound/<id:pk>", inbound_api.InboundDetailView.as_view(), name="api-inbound-message"),
     path("suppressions/<id:pk>", outreach_api.SuppressionDetailView.as_view(), name="api-suppression"),
 ]
 
@@ -57,11 +60,17 @@ urlpatterns = [
     path("mailboxes/new", outreach_console.mailbox_new, name="mailbox-new"),
     path("mailboxes/<id:pk>", outreach_console.mailbox_edit, name="mailbox-edit"),
     path("mailboxes/<id:pk>/test", outreach_console.mailbox_test_view, name="mailbox-test"),
+    path("inbox", inbox_views.inbox, name="inbox"),
+    path("campaigns/<id:pk>/inbox", inbox_views.inbox, name="campaign-inbox"),
+    path("inbound/<id:pk>", inbox_views.inbound_change, name="inbound-change"),
     path("u/<str:token>", unsubscribe_views.unsubscribe, name="unsubscribe"),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("api/cam/", include(api)),
+    # ESP webhooks (anymail): anymail/<esp>/tracking/ and anymail/<esp>/inbound/, refused without
+    # CAM_WEBHOOK_SECRET.
+    path("anymail/", include(guarded_anymail_urls())),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),

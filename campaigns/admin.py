@@ -58,7 +58,7 @@ class CampaignAdmin(admin.ModelAdmin):
         (None, {"fields": ("name", "description", "active", "paused_at", "pause_reason", "resumed_at")}),
         ("Target", {"fields": ("target_niche", "service_key", "target_clients", "target_mrr")}),
         ("Outreach", {"fields": ("channels_enabled", "max_emails_per_day", "max_attempts_per_lead",
-                                 "qualification_threshold", "sender_name", "sender_email", "timezone",
+                                 "qualification_threshold", "qualify_on", "stop_company_on_reply", "sender_name", "sender_email", "timezone",
                                  "mailbox_list")}),
         ("Scheduled sending", {"fields": ("live", "live_since", "postal_address", "lease"),
                                "description": "Live: scheduled cycles send real email. Off: they run dry."}),

@@ -133,7 +133,7 @@ class CampaignDetailSerializer(serializers.ModelSerializer):
                   "target_clients", "target_mrr", "channels_enabled", "max_emails_per_day", "created_at", "paused_at",
                   "pause_reason", "sender_name", "sender_email", "postal_address", "qualification_threshold",
                   "max_attempts_per_lead", "apollo_credits_per_day", "dropcontact_credits_per_day", "timezone",
-                  "lawful_basis", "lawful_basis_note", "mailboxes", "metrics", "today_outreach", "needs_attention",
+                  "lawful_basis", "lawful_basis_note", "qualify_on", "stop_company_on_reply", "mailboxes", "metrics", "today_outreach", "needs_attention",
                   "last_run", "lease", "credits"]
         read_only_fields = fields
 

@@ -106,6 +106,22 @@ class Campaign(models.Model):
         help_text="Why the basis holds, e.g. the balancing test for legitimate interest.",
     )
 
+    class QualifyOn(models.TextChoices):
+        SCORE = "score", "Score: a contacted lead that is hot or above the threshold"
+        REPLY = "reply", "Reply: only when staff mark a reply as interested"
+
+    qualify_on = models.CharField(
+        max_length=10, choices=QualifyOn.choices, default=QualifyOn.SCORE,
+        help_text="Score: a lead is QUALIFIED when it is emailed and is hot or scores above the threshold "
+                  "(no follow-ups). Reply: a lead is QUALIFIED only when staff mark its reply as interested; "
+                  "it keeps its follow-ups until it replies.",
+    )
+    stop_company_on_reply = models.BooleanField(
+        default=False,
+        help_text="A reply from anyone at a company's domain stops this campaign's email to everyone there "
+                  "(free-mail domains such as gmail.com excepted).",
+    )
+
     class Meta:
         ordering = ["-created_at", "-id"]
         constraints = [

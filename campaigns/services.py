@@ -33,7 +33,7 @@ EDITABLE_FIELDS = (
     "name", "description", "target_niche", "service_key", "target_clients", "target_mrr", "channels_enabled",
     "max_emails_per_day", "sender_name", "sender_email", "qualification_threshold", "max_attempts_per_lead",
     "postal_address", "live", "apollo_credits_per_day", "dropcontact_credits_per_day", "timezone", "lawful_basis",
-    "lawful_basis_note",
+    "lawful_basis_note", "qualify_on", "stop_company_on_reply",
 )
 
 

@@ -141,16 +141,16 @@ class CampaignForm(forms.ModelForm):
         # Going live is done on the campaign's page, where it is confirmed.
         fields = [name for name in EDITABLE_FIELDS if name != "live"]
         widgets = {"description": forms.Textarea(attrs={"rows": 3}), "postal_address": forms.Textarea(attrs={"rows": 2}),
-                   "lawful_basis_note": forms.Textarea(attrs={"rows": 2})}
+                   "lawful_basis_note": forms.Textarea(attrs={"rows": 2}), "qualify_on": forms.RadioSelect}
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, label_suffix="", **kwargs)
-        for name in (*CREDIT_BUDGETS, "lawful_basis"):  # left blank: the usual budget, legitimate interest
+        for name in (*CREDIT_BUDGETS, "lawful_basis", "qualify_on"):  # blank: the defaults
             self.fields[name].required = False
 
     def clean(self):
         cleaned = super().clean()
-        for name in (*CREDIT_BUDGETS, "lawful_basis"):
+        for name in (*CREDIT_BUDGETS, "lawful_basis", "qualify_on"):
             if cleaned.get(name) in (None, "") and name not in self.errors:
                 cleaned[name] = Campaign._meta.get_field(name).default
         return cleaned

@@ -167,6 +167,7 @@ class LeadEvent(models.Model):
         RESUMED = "resumed", "Resumed"
         RESOLVED = "resolved", "Send resolved by staff"
         POSTPONED = "postponed", "Postponed"
+        BOUNCED = "bounced", "Bounce received"
 
     lead = models.ForeignKey(Lead, on_delete=models.CASCADE, related_name="events")
     kind = models.CharField(max_length=20, choices=Kind.choices)

@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from campaigns.models import Campaign
 from leads.dropcontact_enrichment import dropcontact_apply, dropcontact_run
-from leads.enrichment import ENRICHERS, email_verify, lead_score
+from leads.enrichment import ENRICHERS, FREE_MAIL_DOMAINS, email_verify, lead_score
 from leads.models import TAG_DO_NOT_CONTACT, Lead, LeadEvent
 from leads.rows import email_normalise, email_syntax_error
 
@@ -159,7 +159,10 @@ def followup_delay(delay_days: int, score: float) -> timedelta:
 
 
 def lead_qualifies(*, lead: Lead, campaign: Campaign) -> bool:
-    """A contacted lead is QUALIFIED when tagged hot or scored above the campaign's threshold."""
+    """A contacted lead is QUALIFIED when tagged hot or scored above the campaign's threshold,
+    unless the campaign qualifies on replies (then only staff qualify, from the reply)."""
+    if campaign.qualify_on == campaign.QualifyOn.REPLY:
+        return False
     return lead.hot or lead.score > campaign.qualification_threshold
 
 
@@ -332,6 +335,108 @@ def _mark_replied(lead: Lead, now: datetime) -> None:
 def lead_mark_replied(*, lead: Lead, now: datetime, actor: Actor | None = None) -> Lead:
     """A reply stops all follow-ups."""
     return lead_update(lead=lead, data={"status": Status.REPLIED}, now=now, actor=actor)
+
+
+# --- what comes back (SPEC §9): the inbox reader's writes, each undone by staff's reclassification ---
+
+
+def _before(lead: Lead) -> dict:
+    """A lead's outreach state as it was, kept on the inbound message that changed it."""
+    due = lead.next_action_at.isoformat() if lead.next_action_at else None
+    return {"status": lead.status, "next_action_at": due, "stopped_reason": lead.stopped_reason}
+
+
+@transaction.atomic
+def lead_record_reply(*, lead: Lead, now: datetime, actor: Actor, note: str) -> dict:
+    """A reply came in: the lead is REPLIED (a QUALIFIED one stays so), every other sequence to
+    the address stops, and where a campaign says so, its sequences to the same company domain.
+    Returns what changed, for an undo: {"before": state or None, "others": n, "company": n}."""
+    list(Lead.objects.select_for_update().filter(email=lead.email).order_by("pk").values_list("pk"))
+    lead = lead_locked(lead.pk)
+    before = None
+    if lead.status != Status.REPLIED and Status.REPLIED in _TRANSITIONS[lead.status]:
+        before = _before(lead)
+        _mark_replied(lead, now)
+        lead.updated_at = now
+        lead.save()
+        lead_event(lead=lead, kind=LeadEvent.Kind.REPLIED, actor=actor, now=now, from_status=before["status"],
+                   to_status=lead.status, reason=note)
+    others = _stop_other_sequences(lead, now, actor)
+    return {"before": before, "others": others, "company": _stop_company(lead, now, actor)}
+
+
+def _stop_company(lead: Lead, now: datetime, actor: Actor) -> int:
+    """Campaigns with stop_company_on_reply stop their sequences to the replier's company domain.
+    Written conditionally, not locked: another reply from the same company may be doing the same."""
+    domain = lead.email.rpartition("@")[2]
+    if not domain or domain in FREE_MAIL_DOMAINS:
+        return 0
+    colleagues = (Lead.objects.filter(email__endswith=f"@{domain}", campaign__stop_company_on_reply=True,
+                                      next_action_at__isnull=False)
+                  .exclude(email=lead.email).exclude(status__in=FINAL_STATUSES))
+    reason = f"someone at {domain} replied ({lead.email}, campaign #{lead.campaign_id})"
+    stopped = 0
+    for colleague in colleagues.order_by("pk")[:1000]:
+        stopped += lead_write_if_unchanged(
+            lead=colleague, now=now, expect=lead_as_read(colleague),
+            changes={"next_action_at": None, "stopped_reason": reason[:200]},
+            event={"kind": LeadEvent.Kind.STOPPED, "actor": actor, "from_status": colleague.status, "reason": reason},
+        )
+    return stopped
+
+
+@transaction.atomic
+def lead_postpone(*, lead: Lead, until: datetime, now: datetime, actor: Actor, reason: str) -> dict | None:
+    """The next email waits until `until` (an out-of-office reply): only a lead due sooner,
+    in a sequence and not being sent to. Returns the state before, or None if nothing changed."""
+    lead = lead_locked(lead.pk)
+    if lead.status not in DUE_STATUSES or lead.next_action_at is None or lead.next_action_at >= until:
+        return None
+    before = _before(lead)
+    lead.next_action_at, lead.updated_at = until, now
+    lead.save(update_fields=["next_action_at", "updated_at"])
+    lead_event(lead=lead, kind=LeadEvent.Kind.POSTPONED, actor=actor, now=now, from_status=lead.status, reason=reason)
+    return before
+
+
+@transaction.atomic
+def lead_mark_bounced(*, lead: Lead, now: datetime, actor: Actor, reason: str) -> dict | None:
+    """The address bounced hard: the lead is LOST, unless it replied (a person who answered
+    is not lost to a later bounce). Returns the state before, or None if nothing changed."""
+    lead = lead_locked(lead.pk)
+    if lead.status in (Status.REPLIED, Status.LOST):
+        return None
+    before = _before(lead)
+    lead_transition(lead, Status.LOST)
+    _stop(lead, reason)
+    lead.updated_at = now
+    lead.save()
+    lead_event(lead=lead, kind=LeadEvent.Kind.STATUS, actor=actor, now=now, from_status=before["status"],
+               to_status=lead.status, reason=reason)
+    return before
+
+
+@transaction.atomic
+def lead_undo(*, lead: Lead, before: dict, expect_status: str, expect_due: datetime | None, now: datetime,
+              actor: Actor, reason: str) -> bool:
+    """Put a lead back as `before` (see _before) when staff reclassify the message that changed
+    it, only if it is still as that message left it (`expect_status`, `expect_due`): anything
+    that happened since wins. A due time gone by meanwhile becomes now."""
+    lead = lead_locked(lead.pk)
+    if lead.status != expect_status or lead.next_action_at != expect_due:
+        return False
+    due = datetime.fromisoformat(before["next_action_at"]) if before.get("next_action_at") else None
+    was = lead.status
+    lead.status = before["status"]
+    lead.next_action_at = max(due, now) if due else None
+    lead.stopped_reason = before.get("stopped_reason", "")
+    if was == Status.REPLIED:
+        lead.replied_at = None
+    lead.updated_at = now
+    lead.save()
+    lead_event(lead=lead, kind=LeadEvent.Kind.STATUS, actor=actor, now=now, from_status=was, to_status=lead.status,
+               reason=reason)
+    return True
 
 
 def lead_tag_add(*, lead: Lead, tag: str, now: datetime | None = None, actor: Actor | None = None) -> Lead:

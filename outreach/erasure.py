@@ -3,8 +3,8 @@ thing that keeps the erasure true, a suppression entry, so no source ever import
 
 What goes: every lead with the address, in every campaign, with its history (events); the
 personal fields of their attempts (subject and body, which carry the name and company, and the
-error, which may quote the address); the address in the import reports and in the runs' dry-run
-previews. What stays: the attempts themselves, without a lead (status, step, campaign, mailbox,
+error, which may quote the address); the mail they sent back (replies, bounces, ESP events); the
+address in the import reports and in the runs' dry-run previews. What stays: the attempts themselves, without a lead (status, step, campaign, mailbox,
 when, and the Message-ID CAM made up, which names the sender's domain, not the person), because
 today's quota and each mailbox's cap are counted from them, and deleting them would let more mail
 go out today than the limits allow.
@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
 from django.db import transaction
-from django.db.models import TextField
+from django.db.models import Q, TextField
 from django.db.models.functions import Cast
 
 from campaigns.models import CycleRun
@@ -23,7 +23,7 @@ from leads.importing import source_origin
 from leads.models import ImportJob, Lead, LeadEvent, LeadSource
 from leads.rows import email_normalise
 from leads.services import Actor
-from outreach.models import OutreachAttempt, Suppression
+from outreach.models import InboundMessage, OutreachAttempt, Suppression
 
 
 @dataclass
@@ -58,12 +58,14 @@ def erasure_run(*, email: str, now: datetime, actor: Actor) -> ErasureReport:
         source_origin(lead.source) for lead in found if lead.source is not None and lead.source.kind == LeadSource.Kind.CSV
     })
     report.attempts_scrubbed = OutreachAttempt.objects.filter(lead__in=found).update(subject="", body="", error="")
+    # What they wrote back, their bounces, and the ESP's events about them.
+    report.inbound_deleted = InboundMessage.objects.filter(
+        Q(lead__in=found) | Q(from_email=email) | Q(bounce_recipient=email)).delete()[0]
     report.events_deleted = LeadEvent.objects.filter(lead__in=found).count()
     report.leads_deleted = len(found)
     Lead.objects.filter(pk__in=[lead.pk for lead in found]).delete()  # attempts stay: SET_NULL
     report.import_reports_scrubbed = _scrub_import_reports(email)
     report.runs_scrubbed = _scrub_run_previews(email)
-    # Inbound mail from the address is deleted here once CAM stores it (the inbox reader).
     suppression, created = Suppression.objects.get_or_create(
         email=email, defaults={"reason": Suppression.Reason.MANUAL, "created_at": now,
                                "note": f"erased (GDPR) on {now:%Y-%m-%d} by {actor.label}"[:300]},

@@ -5,6 +5,7 @@ Plain functions over the standard library's email parser: the inbox reader (outr
 fetches, stores and acts; nothing here touches the database but the matching.
 """
 
+import logging
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -13,6 +14,9 @@ from email.message import EmailMessage
 from email.utils import getaddresses, parseaddr, parsedate_to_datetime
 
 from django.utils.html import strip_tags
+from flufl.bounce import all_failures
+
+logger = logging.getLogger(__name__)
 
 # Auto-replies by their headers (RFC 3834 and the de-facto ones), then by their subjects.
 _AUTO_PRECEDENCE = {"auto_reply", "bulk", "junk", "list"}
@@ -43,6 +47,8 @@ _QUOTE_START = re.compile(
     re.IGNORECASE | re.MULTILINE,
 )
 MAX_TEXT = 20_000
+# The original message's Message-ID, quoted in a plain-text bounce.
+_ORIGINAL_ID = re.compile(r"(?im)^\s*message-id:\s*(<[^<>\s]{1,500}>)")
 
 
 @dataclass
@@ -163,18 +169,27 @@ def _bounce(message: EmailMessage, parsed: Parsed) -> bool:
             headers = original if original is not None else message_from_bytes(
                 part.get_payload(decode=True) or b"", policy=policy.default)
             parsed.bounce_message_id = (_ids(_header(headers, "Message-ID")) or [""])[0]
-    if not status:  # a plain-text bounce: the status and the recipient are in the words
+    if not status:  # no RFC 3464 report: flufl.bounce knows the formats MTAs used instead
+        temporary, permanent = _failures(message)
+        failed = sorted(permanent or temporary)
+        recipient = recipient or (failed[0].decode("utf-8", "replace") if failed else "")
         text = _plain_text(message)
-        if found := re.search(r"\b([45])\.\d{1,3}\.\d{1,3}\b", text):
-            status = found.group(0)
-        elif re.search(r"\b5\d\d\b", text):
-            status = "5.0.0"
-        if found := re.search(r"<?([\w.+'-]+@[\w-]+(\.[\w-]+)+)>?", text):
-            recipient = found.group(1)
-        if not parsed.bounce_message_id:
-            parsed.bounce_message_id = next(iter(_ids(text)), "")
+        found = re.search(r"\b[45]\.\d{1,3}\.\d{1,3}\b", text)
+        status = found.group(0) if found else ("5.0.0" if permanent else "4.0.0" if temporary else "")
+        if not parsed.bounce_message_id and (found := _ORIGINAL_ID.search(text)):
+            parsed.bounce_message_id = found.group(1)
     parsed.bounce_hard = status.startswith("5") and action != "delayed"
     parsed.bounce_recipient = recipient.lower()[:254]
     parsed.evidence = {"status": status, "action": action, "recipient": parsed.bounce_recipient,
                        "report": "delivery-status" if report else "mailer-daemon"}
     return True
+
+
+def _failures(message) -> tuple[frozenset, frozenset]:
+    """flufl.bounce's (temporary, permanent) failed addresses; none for a message so broken that
+    one of its detectors gives up (it raises on some, after logging them)."""
+    try:
+        return all_failures(message)
+    except Exception as exc:  # noqa: BLE001 — a malformed bounce names nobody; the kind stays "bounce"
+        logger.info("flufl.bounce could not read a bounce: %s: %s", type(exc).__name__, exc)
+        return frozenset(), frozenset()

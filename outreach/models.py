@@ -219,6 +219,10 @@ class OutreachAttempt(models.Model):
             models.Index(fields=["campaign", "created_at"], name="attempt_campaign_created"),
             # A mailbox's sends today, across campaigns.
             models.Index(fields=["mailbox", "created_at"], name="attempt_mailbox_created"),
+            # Answers and bounces are matched by the Message-ID CAM gave the email.
+            models.Index(fields=["message_id"], name="attempt_message_id"),
+            # ESP webhooks name the message by the ESP's id.
+            models.Index(fields=["provider_message_id"], name="attempt_provider_message_id"),
             # Sends needing staff attention (claimed, unknown): few rows, any day.
             models.Index(
                 fields=["campaign", "created_at"], name="attempt_needs_attention",
@@ -274,9 +278,10 @@ class InboxState(models.Model):
 
 
 class InboundMessage(models.Model):
-    """A message read from a mailbox (SPEC §9): stored once (unique per mailbox, folder,
-    UIDVALIDITY and UID, so two readers never apply it twice), matched to the attempt it answers
-    (In-Reply-To / References) or to a lead by its sender, and classified."""
+    """A message that came back (SPEC §9), read from a mailbox's IMAP folder or posted by an
+    ESP's inbound webhook: stored once (unique per mailbox, folder, UIDVALIDITY and UID, or per
+    provider event, so two readers never apply it twice), matched to the attempt it answers
+    (In-Reply-To / References) or to a lead by its sender, classified and acted on."""
 
     class Kind(models.TextChoices):
         REPLY = "reply", "Reply"
@@ -284,10 +289,16 @@ class InboundMessage(models.Model):
         BOUNCE = "bounce", "Bounce"
         UNSUBSCRIBE = "unsubscribe", "Unsubscribe request"
 
-    mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="inbound")
-    folder = models.CharField(max_length=200)
-    uidvalidity = models.BigIntegerField()
-    uid = models.BigIntegerField()
+    class Outcome(models.TextChoices):
+        INTERESTED = "interested", "Interested (qualified)"
+        NOT_INTERESTED = "not_interested", "Not interested (lost)"
+
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, null=True, blank=True, related_name="inbound")
+    folder = models.CharField(max_length=200, blank=True)
+    uidvalidity = models.BigIntegerField(null=True, blank=True)
+    uid = models.BigIntegerField(null=True, blank=True)
+    provider_event_id = models.CharField(max_length=300, blank=True,
+                                         help_text="An ESP webhook's event id: the same event posted again is ignored.")
     message_id = models.CharField(max_length=998, blank=True)
     from_email = models.CharField(max_length=254, blank=True)
     from_name = models.CharField(max_length=200, blank=True)
@@ -295,23 +306,35 @@ class InboundMessage(models.Model):
     subject = models.CharField(max_length=1000, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True, help_text="The message's Date header.")
     kind = models.CharField(max_length=20, choices=Kind.choices)
+    bounce_hard = models.BooleanField(default=False, help_text="A bounce that will not pass (5.x.x).")
+    bounce_recipient = models.CharField(max_length=254, blank=True)
     lead = models.ForeignKey(Lead, on_delete=models.SET_NULL, null=True, blank=True, related_name="inbound")
     attempt = models.ForeignKey(OutreachAttempt, on_delete=models.SET_NULL, null=True, blank=True,
                                 related_name="inbound")
-    matched_by = models.CharField(max_length=20, blank=True, help_text="message_id, sender, or empty: unmatched.")
+    matched_by = models.CharField(max_length=20, blank=True, help_text="message_id, recipient, sender, or empty: unmatched.")
     text = models.TextField(blank=True, help_text="The new text, without the quoted history.")
     # The headers (or words) that decided the kind, so staff can see why.
     evidence = models.JSONField(default=dict, blank=True)
+    action = models.CharField(max_length=500, blank=True, help_text="What CAM did about it.")
+    # What acting on it changed, so a reclassification can undo it where that is safe.
+    effects = models.JSONField(default=dict, blank=True)
+    outcome = models.CharField(max_length=20, choices=Outcome.choices, blank=True)
+    reviewed_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+                                    related_name="+")
+    reviewed_at = models.DateTimeField(null=True, blank=True)
     received_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         ordering = ["-received_at", "-id"]
         constraints = [
             models.UniqueConstraint(fields=["mailbox", "folder", "uidvalidity", "uid"], name="inbound_unique_uid"),
+            models.UniqueConstraint(fields=["provider_event_id"], condition=~Q(provider_event_id=""),
+                                    name="inbound_unique_provider_event"),
         ]
         indexes = [
             models.Index(fields=["from_email"], name="inbound_from"),
             models.Index(fields=["kind", "-received_at"], name="inbound_kind_recent"),
+            models.Index(fields=["mailbox", "message_id"], name="inbound_mailbox_message_id"),
         ]
 
     def __str__(self) -> str:

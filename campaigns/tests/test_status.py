@@ -66,7 +66,8 @@ def test_without_a_cluster_or_schedules_it_says_what_to_start():
     call_command("sync_schedules", stdout=StringIO())
     report = json.loads(cam_status("--json"))
     assert [s["name"] for s in report["scheduler"]["schedules"]] == [
-        "cam: campaign cycles", "cam: prune imports", "cam: prune run history", "cam: send due mail"]
+        "cam: campaign cycles", "cam: prune imports", "cam: prune run history", "cam: read inboxes",
+        "cam: send due mail"]
     assert report["scheduler"]["clusters"] == []
 
 

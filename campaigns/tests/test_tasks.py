@@ -26,12 +26,13 @@ def sync(*args) -> str:
 
 def test_sync_schedules_creates_them_once_and_is_idempotent(settings):
     settings.CAM_CYCLE_MINUTES = 15
-    assert "4 change(s)" in sync()
+    assert "5 change(s)" in sync()
     first = {s.name: (s.func, s.minutes, s.next_run) for s in Schedule.objects.all()}
     assert first["cam: campaign cycles"][:2] == ("campaigns.tasks.campaign_cycles_fan_out", 15)
     assert first["cam: prune run history"][:2] == ("campaigns.tasks.runs_prune", 1440)
     assert first["cam: prune imports"][:2] == ("leads.tasks.import_jobs_old_prune", 1440)
     assert first["cam: send due mail"][:2] == ("campaigns.tasks.campaign_sends_fan_out", 1)
+    assert first["cam: read inboxes"][:2] == ("outreach.tasks.inboxes_fan_out", 5)
 
     assert "0 change(s)" in sync()
     assert {s.name: (s.func, s.minutes, s.next_run) for s in Schedule.objects.all()} == first
@@ -51,8 +52,8 @@ def test_sync_schedules_updates_a_changed_interval_and_removes_what_is_no_longer
     assert "deleted  cam: retired job" in out
     assert Schedule.objects.get(name="cam: campaign cycles").minutes == 5
     assert set(Schedule.objects.values_list("name", flat=True)) == {
-        "cam: campaign cycles", "cam: send due mail", "cam: prune run history", "cam: prune imports",
-        "staff backup"}  # staff's own is left alone
+        "cam: campaign cycles", "cam: send due mail", "cam: read inboxes", "cam: prune run history",
+        "cam: prune imports", "staff backup"}  # staff's own is left alone
 
 
 def test_the_fan_out_queues_one_task_per_active_campaign_not_already_running():
@@ -140,4 +141,4 @@ def test_a_sync_waits_for_another_one_in_progress_so_two_deploys_never_both_crea
     out, err = second.communicate(timeout=60)
     assert second.returncode == 0, err
     assert "0 change(s)" in out
-    assert Schedule.objects.count() == 4
+    assert Schedule.objects.count() == 5

@@ -26,12 +26,28 @@ class ImapServer:
     password: str
     root: Path
 
-    def append(self, raw: bytes, folder: str = "INBOX") -> None:
-        """Put a message in a folder, as a mail server delivering it would."""
+    def append(self, raw: bytes, folder: str = "INBOX", *, when: float | None = None) -> None:
+        """Put a message in a folder, as a mail server delivering it would (at `when`, a
+        time.time() value; now by default)."""
         with imaplib.IMAP4(self.host, self.port) as imap:
             imap.login(self.user, self.password)
-            imap.append(folder, "", imaplib.Time2Internaldate(time.time()), raw)
+            imap.append(folder, "", imaplib.Time2Internaldate(when or time.time()), raw)
             imap.logout()
+
+    def create_folder(self, folder: str) -> None:
+        with imaplib.IMAP4(self.host, self.port) as imap:
+            imap.login(self.user, self.password)
+            imap.create(folder)
+            imap.logout()
+
+    def flags(self, folder: str = "INBOX") -> list[str]:
+        """Each message's flags, in UID order (read-only: looking changes nothing)."""
+        with imaplib.IMAP4(self.host, self.port) as imap:
+            imap.login(self.user, self.password)
+            imap.select(folder, readonly=True)
+            _, data = imap.uid("FETCH", "1:*", "(FLAGS)")
+            imap.logout()
+        return [item.decode() for item in data if item]
 
     def delete_folder(self, folder: str) -> None:
         with imaplib.IMAP4(self.host, self.port) as imap:

@@ -16,7 +16,7 @@ from campaigns.tests.factories import CampaignFactory, MessageStepFactory
 from leads.models import ImportJob, Lead, LeadEvent
 from leads.tests.factories import LeadFactory
 from outreach.limits import quota_used
-from outreach.models import OutreachAttempt, Suppression
+from outreach.models import InboundMessage, OutreachAttempt, Suppression
 from outreach.sending import outreach_send_due
 
 pytestmark = pytest.mark.django_db
@@ -46,11 +46,17 @@ def test_erasure_deletes_the_persons_leads_everywhere_and_keeps_only_a_suppressi
                              report={"imported": 1, "duplicate_rows": [
                                  {"line": 3, "email": "pat.doe@prospect.example", "reason": "repeats line 2"}]})
 
+    InboundMessage.objects.create(kind="reply", lead=pat, from_email="pat.doe@prospect.example", text="Call me")
+    InboundMessage.objects.create(kind="bounce", bounce_recipient="pat.doe@prospect.example", bounce_hard=True)
+    InboundMessage.objects.create(kind="reply", from_email="someone@else.example", text="Hello")
+
     response = api.post("/api/cam/erasure", {"email": PERSON}, format="json")
 
     assert response.status_code == 200, response.content
     report = response.json()
     assert report["email"] == "pat.doe@prospect.example" and report["leads_deleted"] == 2
+    assert report["inbound_deleted"] == 2
+    assert list(InboundMessage.objects.values_list("from_email", flat=True)) == ["someone@else.example"]
     assert report["campaigns"] == ["First", "Second"] and report["attempts_scrubbed"] == 1
     assert report["runs_scrubbed"] == 1 and report["import_reports_scrubbed"] == 1 and report["suppression"] == "added"
     assert not Lead.objects.filter(email="pat.doe@prospect.example").exists()

@@ -44,6 +44,26 @@ def test_a_postfix_delivery_status_notification_is_a_hard_bounce_of_the_original
     assert parsed.evidence["status"] == "5.1.1"
 
 
+def test_an_exchange_non_delivery_report_is_a_hard_bounce_named_by_its_rfc822_headers():
+    parsed = parse("exchange_hard_bounce.eml")
+    assert parsed.kind == "bounce" and parsed.bounce_hard
+    assert parsed.bounce_recipient == "gone@firma.example" and parsed.bounce_message_id == "<177313.11@agency.example>"
+    assert parsed.evidence["status"] == "5.1.10"
+
+
+def test_a_postfix_delay_warning_is_a_soft_bounce():
+    parsed = parse("postfix_delayed.eml")
+    assert parsed.kind == "bounce" and not parsed.bounce_hard
+    assert (parsed.bounce_recipient, parsed.evidence["status"]) == ("busy@acme.example", "4.4.1")
+
+
+def test_a_qmail_bounce_without_a_delivery_report_is_read_by_flufl_bounce():
+    parsed = parse("qmail_bounce.eml")
+    assert parsed.kind == "bounce" and parsed.bounce_hard
+    assert parsed.bounce_recipient == "nope@example.net"  # not the sender's own address in the quoted copy
+    assert parsed.bounce_message_id == "<177313.5@agency.example>" and parsed.evidence["status"] == "5.1.1"
+
+
 def test_an_exchange_delay_notice_is_a_soft_bounce():
     parsed = parse("exchange_soft_bounce.eml")
     assert parsed.kind == "bounce" and not parsed.bounce_hard

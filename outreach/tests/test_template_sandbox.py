@@ -206,7 +206,7 @@ def campaign_form(*, subject="Idea for {{ company }}", body="Hi {{ first_name }}
         "name": name, "description": "", "target_niche": "SaaS", "service_key": "seo", "target_clients": "10",
         "target_mrr": "0", "channels_enabled": '["email"]', "max_emails_per_day": "20",
         "max_attempts_per_lead": "3", "qualification_threshold": "0.7", "sender_name": sender_name,
-        "sender_email": "", "lawful_basis": "legitimate_interest",  # the select's default, as a browser sends it
+        "sender_email": "", "lawful_basis": "legitimate_interest", "qualify_on": "score",  # the selects' defaults, as a browser sends them
         "steps-TOTAL_FORMS": "1", "steps-INITIAL_FORMS": "0", "steps-MIN_NUM_FORMS": "0", "steps-MAX_NUM_FORMS": "1000",
         "steps-0-position": "1", "steps-0-delay_days": "0", "steps-0-subject_template": subject,
         "steps-0-body_template": body,

@@ -16,7 +16,6 @@ from django.core import signing
 from django.utils import timezone
 
 from campaigns.tests.factories import CampaignFactory, MessageStepFactory
-from cam_project.tests.test_console_browser import browser  # noqa: F401 (the fixture)
 from leads.models import Lead, LeadEvent
 from leads.tests.factories import LeadFactory
 from outreach.models import Suppression
@@ -123,7 +122,7 @@ def test_the_pages_ask_for_no_login_and_other_methods_are_refused(client):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_in_a_browser_the_link_shows_a_page_and_its_button_unsubscribes(browser, mailed):  # noqa: F811
+def test_in_a_browser_the_link_shows_a_page_and_its_button_unsubscribes(browser, mailed):
     from playwright.sync_api import expect
 
     context = browser.new_context()
