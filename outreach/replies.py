@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, transaction
 
+from campaigns.models import Campaign
 from campaigns.services import Refused, campaign_pause
 from leads.models import Lead, LeadEvent
 from leads.rows import email_normalise
@@ -123,9 +124,19 @@ def _apply(message: InboundMessage, *, now: datetime, actor: Actor) -> None:
     act = {Kind.REPLY: _reply, Kind.AUTO_REPLY: _auto_reply, Kind.BOUNCE: _bounce,
            Kind.UNSUBSCRIBE: _unsubscribe}[message.kind]
     effects: dict = {}
-    done = act(message, now, actor, effects)
+    if message.kind != Kind.BOUNCE and _own_address(message.from_email):
+        # A copy of CAM's own email (a Bcc to itself, a server filing sent mail in the inbox):
+        # its In-Reply-To names the lead's thread, but it is no answer from the lead.
+        done = "sent from one of CAM's own addresses: nothing done"
+    else:
+        done = act(message, now, actor, effects)
     message.action, message.effects = done[:500], effects
     message.save(update_fields=["action", "effects"])
+
+
+def _own_address(email: str) -> bool:
+    return bool(email) and (Mailbox.objects.filter(from_email__iexact=email).exists()
+                            or Campaign.objects.filter(sender_email__iexact=email).exists())
 
 
 def _reply(message, now, actor, effects) -> str:

@@ -256,6 +256,17 @@ def test_a_message_matching_nothing_is_kept_unmatched_and_changes_nothing(setup)
     assert Lead.objects.filter(status=Status.REPLIED).count() == 0
 
 
+def test_a_copy_of_cams_own_follow_up_in_the_inbox_is_not_taken_for_a_reply(setup):
+    smtp, imap, mailbox = setup
+    campaign, (jane,) = sent_campaign(mailbox, "jane@acme.example")
+    # A server filing sent mail in the inbox (or a Bcc to itself): In-Reply-To names Jane's thread.
+    imap.append(message(sender="Alex <alex@agency.example>", subject="Re: Idea", in_reply_to=first_id(jane)))
+    poll()
+    jane.refresh_from_db()
+    assert jane.status == Status.CONTACTED and jane.next_action_at is not None
+    assert InboundMessage.objects.get().action == "sent from one of CAM's own addresses: nothing done"
+
+
 def test_old_mail_from_before_the_mailbox_came_to_cam_is_not_read(setup):
     smtp, imap, mailbox = setup
     campaign, (jane,) = sent_campaign(mailbox, "jane@acme.example")
