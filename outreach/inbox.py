@@ -141,6 +141,10 @@ def inbox_poll(*, mailbox: Mailbox, now_fn=None) -> PollResult:
     except (OSError, imaplib.IMAP4.error) as exc:
         result.error = f"IMAP: {mailbox.imap_host} failed while reading: {_describe(exc)}"
         mailbox_record_error(mailbox=mailbox, error=result.error)
+    except Exception as exc:  # noqa: BLE001 — the other mailboxes are read all the same
+        logger.exception("reading mailbox %s", mailbox.pk)
+        result.error = f"reading stopped: {_describe(exc)}"
+        mailbox_record_error(mailbox=mailbox, error=result.error)
     finally:
         imap_close(client)
         result.seconds = time.monotonic() - started
@@ -175,8 +179,7 @@ def _read_folder(client: BaseMailBox, mailbox: Mailbox, folder: str, now_fn, res
         if parsed.message_id and parsed.message_id in known_ids:
             result.already += 1
         else:
-            stored = inbound_store(parsed=parsed, now=now_fn(), mailbox=mailbox, folder=folder,
-                                   uidvalidity=uidvalidity, uid=uid)
+            stored = _store(parsed, mailbox, folder, uidvalidity, uid, now_fn())
             if stored is None:
                 result.already += 1
             else:
@@ -185,6 +188,21 @@ def _read_folder(client: BaseMailBox, mailbox: Mailbox, folder: str, now_fn, res
                 result.matched += bool(stored.matched_by)
         highest = max(highest, uid)
     _advance(state, uidvalidity, highest, renumbered, now_fn())
+
+
+def _store(parsed: Parsed, mailbox: Mailbox, folder: str, uidvalidity: int, uid: int, now: datetime):
+    """inbound_store; if acting on the message fails (a bug, or data the database refuses), the
+    message is kept unmatched and not acted on, with the error for staff, so one bad message never
+    blocks the mailbox's next ones."""
+    try:
+        return inbound_store(parsed=parsed, now=now, mailbox=mailbox, folder=folder, uidvalidity=uidvalidity, uid=uid)
+    except Exception as exc:  # noqa: BLE001 — kept with the error, rather than lost or retried forever
+        logger.exception("mailbox %s: message uid %s could not be acted on", mailbox.pk, uid)
+        kept = Parsed(kind=parsed.kind, message_id=parsed.message_id[:300], from_email=parsed.from_email[:254],
+                      subject=parsed.subject[:300], sent_at=parsed.sent_at,
+                      evidence={"error": f"could not be acted on: {_describe(exc)}"})
+        return inbound_store(parsed=kept, now=now, mailbox=mailbox, folder=folder, uidvalidity=uidvalidity, uid=uid,
+                             act=False)
 
 
 def _parse(raw: bytes) -> Parsed:

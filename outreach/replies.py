@@ -14,7 +14,7 @@ What each kind does:
 """
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -90,10 +90,12 @@ def _contacted(address: str, mailbox: Mailbox | None) -> tuple[Lead, OutreachAtt
 
 def inbound_store(*, parsed: Parsed, now: datetime, mailbox: Mailbox | None = None, folder: str = "",
                   uidvalidity: int | None = None, uid: int | None = None,
-                  provider_event_id: str = "") -> InboundMessage | None:
+                  provider_event_id: str = "", act: bool = True) -> InboundMessage | None:
     """Store the message and act on it, in one transaction: None when it is stored already (the
-    same UID, or the same provider event), so a message is applied exactly once."""
-    match = inbound_match(parsed, mailbox=mailbox)
+    same UID, or the same provider event), so a message is applied exactly once. `act=False`
+    keeps it unmatched and does nothing (a message that could not be acted on)."""
+    parsed = _storable(parsed)
+    match = inbound_match(parsed, mailbox=mailbox) if act else Match()
     message = InboundMessage(
         mailbox=mailbox, folder=folder, uidvalidity=uidvalidity, uid=uid, provider_event_id=provider_event_id,
         message_id=parsed.message_id[:998], from_email=parsed.from_email, from_name=parsed.from_name,
@@ -104,12 +106,33 @@ def inbound_store(*, parsed: Parsed, now: datetime, mailbox: Mailbox | None = No
     try:
         with transaction.atomic():
             message.save()
-            _apply(message, now=now, actor=READER)
+            if act:
+                _apply(message, now=now, actor=READER)
+            else:
+                message.action = "not acted on: see the error"
+                message.save(update_fields=["action"])
     except IntegrityError:
         if _stored(message):
             return None
         raise
     return message
+
+
+def _storable(parsed: Parsed) -> Parsed:
+    """The parsed message without NUL characters, which PostgreSQL's text columns refuse (a
+    hostile sender can put them in any header or in the text)."""
+    def clean(value):
+        if isinstance(value, str):
+            return value.replace("\x00", "")
+        if isinstance(value, dict):
+            return {clean(k): clean(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+
+    return replace(parsed, **{name: clean(getattr(parsed, name)) for name in (
+        "message_id", "in_reply_to", "from_email", "from_name", "to", "subject", "text", "bounce_recipient",
+        "bounce_message_id", "evidence")})
 
 
 def _stored(message: InboundMessage) -> bool:

@@ -140,3 +140,13 @@ def test_without_a_webhook_secret_every_call_is_refused(client, sent, settings):
         response = post(client, "/anymail/postmark/tracking/", bounce("pm-1", lead.email), auth=auth)
         assert response.status_code == 403 and "CAM_WEBHOOK_SECRET" in response.json()["detail"]
     assert not Suppression.objects.exists() and not InboundMessage.objects.exists()
+
+
+def test_a_webhook_event_with_nul_characters_is_stored_without_them(client, sent):
+    lead = sent["pm-1"]
+    event = bounce("pm-1", lead.email, event_id=8) | {"Details": "smtp;550 5.1.1 \u0000gone\u0000",
+                                                       "Description": "no\u0000body"}
+    assert post(client, "/anymail/postmark/tracking/", event).status_code == 200
+    stored = InboundMessage.objects.get()
+    assert "\x00" not in stored.text and "gone" in stored.text
+    assert Suppression.objects.get().email == lead.email

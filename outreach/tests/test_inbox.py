@@ -267,6 +267,28 @@ def test_a_copy_of_cams_own_follow_up_in_the_inbox_is_not_taken_for_a_reply(setu
     assert InboundMessage.objects.get().action == "sent from one of CAM's own addresses: nothing done"
 
 
+def test_hostile_messages_are_kept_and_do_not_stop_the_reading_of_the_next_ones(setup):
+    smtp, imap, mailbox = setup
+    campaign, (jane, ann) = sent_campaign(mailbox, "jane@acme.example", "ann@other.example")
+    nasty = (b"From: \"Eve\x00\" <jane@acme.example>\r\nSubject: Re: \xff\xfe caf\xe9 \x00\r\n"
+             b"In-Reply-To: " + first_id(jane).encode() + b"\r\nReferences: " + b"<x@y> " * 5000 + b"\r\n"
+             b"Content-Type: text/plain; charset=utf-8\r\n\r\nYes\x00 please \xc3\x28 call me\r\n")
+    imap.append(nasty)
+    imap.append(b"\x00\x01\x02 not a message at all \xff")
+    imap.append(message(sender="ann@other.example", in_reply_to=first_id(ann)))
+
+    out, err = poll()
+
+    assert "3 new" in out and not err
+    jane.refresh_from_db()
+    ann.refresh_from_db()
+    assert (jane.status, ann.status) == (Status.REPLIED, Status.REPLIED)
+    stored = InboundMessage.objects.get(lead=jane)
+    assert "\x00" not in stored.text + stored.subject + stored.from_name
+    assert stored.text.startswith("Yes") and "call me" in stored.text and stored.subject.startswith("Re:")
+    assert InboundMessage.objects.count() == 3 and InboxState.objects.get().last_uid == 3
+
+
 def test_old_mail_from_before_the_mailbox_came_to_cam_is_not_read(setup):
     smtp, imap, mailbox = setup
     campaign, (jane,) = sent_campaign(mailbox, "jane@acme.example")
