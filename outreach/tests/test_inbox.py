@@ -289,6 +289,33 @@ def test_hostile_messages_are_kept_and_do_not_stop_the_reading_of_the_next_ones(
     assert InboundMessage.objects.count() == 3 and InboxState.objects.get().last_uid == 3
 
 
+def test_a_message_cam_fails_to_act_on_is_kept_with_the_error_and_the_next_ones_are_read(setup, monkeypatch):
+    smtp, imap, mailbox = setup
+    campaign, (jane, ann) = sent_campaign(mailbox, "jane@acme.example", "ann@other.example")
+    from outreach import replies
+
+    acting = replies._reply
+
+    def failing_for_jane(message, *args):  # a bug met by one message only (fault injection)
+        if message.from_email == "jane@acme.example":
+            raise RuntimeError("boom")
+        return acting(message, *args)
+
+    monkeypatch.setattr(replies, "_reply", failing_for_jane)
+    imap.append(message(sender="jane@acme.example", in_reply_to=first_id(jane)))
+    imap.append(message(sender="ann@other.example", in_reply_to=first_id(ann)))
+
+    out, err = poll()
+
+    kept = InboundMessage.objects.get(from_email="jane@acme.example")
+    assert (kept.lead, kept.action, kept.evidence["error"]) == (None, "not acted on: see the error",
+                                                                "could not be acted on: RuntimeError: boom")
+    jane.refresh_from_db()
+    ann.refresh_from_db()
+    assert (jane.status, ann.status) == (Status.CONTACTED, Status.REPLIED)  # Jane's change rolled back whole
+    assert InboxState.objects.get().last_uid == 2
+
+
 def test_old_mail_from_before_the_mailbox_came_to_cam_is_not_read(setup):
     smtp, imap, mailbox = setup
     campaign, (jane,) = sent_campaign(mailbox, "jane@acme.example")
