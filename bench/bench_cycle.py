@@ -12,7 +12,9 @@ Measures, as medians over --repeat runs:
     against leads.fake_providers on 127.0.0.1: leads per cycle, credits per lead, time per cycle;
   * the send task: how fast one run sends through two mailboxes with no gap (their capacity),
     and, minute by minute over an 8-hour window, how the default gap (120 s + up to 60 s of
-    jitter) spreads each mailbox's day: sends per minute per mailbox, and the longest burst.
+    jitter) spreads each mailbox's day: sends per minute per mailbox, and the longest burst;
+  * the inbox: message_parse alone (messages classified a second), and the inbox reader over
+    1,000 answers in a local Dovecot (fetched, matched, stored and acted on a second).
 """
 
 import argparse
@@ -242,12 +244,86 @@ def bench_send_task(repeat: int) -> None:
             server.stop()
 
 
+def bench_inbox(repeat: int) -> None:
+    """Classifying what comes back: message_parse alone over the sample messages, then the whole
+    inbox reader (IMAP fetch from a local Dovecot, match, store, act) over 1,000 answers."""
+    import imaplib
+    import shutil
+    from datetime import timedelta
+
+    from campaigns.models import MessageStep
+    from leads.models import Lead
+    from outreach.inbound import message_parse
+    from outreach.inbox import inbox_poll
+    from outreach.models import InboundMessage, Mailbox, OutreachAttempt
+    from outreach.tests.imap_server import DOVECOT, start_dovecot, stop_dovecot
+
+    samples = [path.read_bytes() for path in sorted((ROOT / "outreach" / "tests" / "mail").glob("*.eml"))]
+    rates = []
+    for _ in range(repeat):
+        seconds, _ = timed(lambda: [message_parse(raw) for _ in range(200) for raw in samples])
+        rates.append(200 * len(samples) / seconds)
+    print(f"message_parse (classify, strip quotes, read DSNs) over {len(samples)} samples x 200: "
+          f"median {statistics.median(rates):,.0f} messages/s")
+
+    if not Path(DOVECOT).exists():
+        print(f"inbox reader: skipped ({DOVECOT} is missing; `make test` installs it)")
+        return
+    count = 1000
+    root = Path(tempfile.mkdtemp(prefix="cam-bench-dovecot-"))
+    server, process = start_dovecot(root)
+    try:
+        times = []
+        for run in range(repeat):
+            campaign = Campaign.objects.create(name=f"bench inbox {run}", target_clients=100_000,
+                                               max_emails_per_day=100_000)
+            MessageStep.objects.create(campaign=campaign, position=1, subject_template="Hi", body_template="Hello")
+            folder = f"Bench{run}"
+            mailbox = Mailbox.objects.create(name=folder, from_email=f"alex{run}@agency.example", smtp_host="127.0.0.1",
+                                             imap_host=server.host, imap_port=server.port, imap_security="none",
+                                             imap_username=server.user, imap_password=server.password,
+                                             imap_inbox=folder, imap_sent="Sent")
+            now = timezone.now()
+            leads = Lead.objects.bulk_create(
+                Lead(campaign=campaign, email=f"p{i}@c{i}.r{run}.example", status=Lead.Status.CONTACTED,
+                     attempt_count=1, first_contacted_at=now, last_contacted_at=now, score=0.5,
+                     next_action_at=now + timedelta(days=2)) for i in range(count))
+            attempts = OutreachAttempt.objects.bulk_create(
+                OutreachAttempt(campaign=campaign, lead=lead, mailbox=mailbox, step=1, status="sent",
+                                message_id=f"<{run}.{lead.pk}@agency.example>", created_at=now) for lead in leads)
+            kinds = ["gmail_reply.eml"] * 7 + ["ooo_auto_submitted.eml", "postfix_hard_bounce.eml", "unsubscribe_reply.eml"]
+            originals = {"gmail_reply.eml": "<177313.1@agency.example>", "ooo_auto_submitted.eml": "<177313.1@agency.example>",
+                         "postfix_hard_bounce.eml": "<177313.9@agency.example>",
+                         "unsubscribe_reply.eml": "<177313.3@agency.example>"}
+            texts = {name: (ROOT / "outreach" / "tests" / "mail" / name).read_bytes() for name in originals}
+            with imaplib.IMAP4(server.host, server.port) as imap:
+                imap.login(server.user, server.password)
+                imap.create(folder)
+                for i, attempt in enumerate(attempts):
+                    name = kinds[i % len(kinds)]
+                    raw = texts[name].replace(originals[name].encode(), attempt.message_id.encode())
+                    imap.append(folder, "", imaplib.Time2Internaldate(time.time()), raw)
+                imap.logout()
+            started = time.perf_counter()
+            while inbox_poll(mailbox=mailbox).more:
+                pass
+            times.append(time.perf_counter() - started)
+            assert InboundMessage.objects.filter(mailbox=mailbox).count() == count
+        median = statistics.median(times)
+        print(f"inbox reader, {count} answers (70 % replies, 10 % each out-of-office, bounce, unsubscribe) from "
+              f"Dovecot: median {median:.2f} s, {count / median:,.0f} messages/s read, matched and acted on "
+              f"(runs: {', '.join(f'{t:.2f}' for t in times)})")
+    finally:
+        stop_dovecot(process)
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=20000)
     parser.add_argument("--cycle-rows", type=int, default=5000)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--only", choices=["import", "dry", "steady", "live", "apollo", "send"],
+    parser.add_argument("--only", choices=["import", "dry", "steady", "live", "apollo", "send", "inbox"],
                         help="run one benchmark")
     args = parser.parse_args()
     call_command("migrate", verbosity=0)
@@ -259,6 +335,7 @@ def main() -> None:
         "live": lambda: bench_live_cycle(args.repeat),
         "apollo": lambda: bench_apollo_cycle(args.repeat),
         "send": lambda: bench_send_task(args.repeat),
+        "inbox": lambda: bench_inbox(args.repeat),
     }
     for name, bench in benches.items():
         if args.only in (None, name):
