@@ -327,3 +327,34 @@ def page(browser, live_server):
     page.set_default_timeout(15_000)
     yield page
     context.close()
+
+
+# --- a stand-in for an ESP's API (Postmark), at the HTTP boundary -----------------------------------
+
+
+class FakePostmark:
+    """Postmark's /email endpoint on 127.0.0.1: records each call; `status`/`answer` make it refuse."""
+
+    def __init__(self):
+        self.requests = []
+        self.status, self.answer = 200, None
+        from leads.fake_providers import json_server
+
+        self.server = json_server(self._answer)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+
+    def _answer(self, method, path, headers, body):
+        self.requests.append({"path": path, "token": headers.get("X-Postmark-Server-Token"), "json": json.loads(body)})
+        if self.answer is not None:
+            return self.status, self.answer, {}
+        sent = self.requests[-1]["json"]
+        return 200, {"To": sent["To"], "SubmittedAt": "2026-03-10T10:00:00Z",
+                     "MessageID": f"pm-{len(self.requests)}", "ErrorCode": 0, "Message": "OK"}, {}
+
+
+@pytest.fixture
+def postmark():
+    fake = FakePostmark()
+    yield fake
+    fake.server.shutdown()
+    fake.server.server_close()

@@ -3,12 +3,9 @@ code), against a local HTTP server standing in for Postmark: the ESP's message i
 attempt, a refused API key switches the mailbox off, a refused message is a failed attempt, and
 an API that cannot be reached releases the claim."""
 
-import json
-
 import pytest
 
 from campaigns.tests.factories import CampaignFactory, MessageStepFactory
-from leads.fake_providers import json_server
 from leads.models import Lead
 from leads.tests.factories import LeadFactory
 from outreach.models import Mailbox, OutreachAttempt, Suppression
@@ -17,30 +14,6 @@ from outreach.tests.factories import MailboxFactory
 from conftest import free_port
 
 pytestmark = pytest.mark.django_db
-
-
-class FakePostmark:
-    def __init__(self):
-        self.requests = []
-        self.status, self.answer = 200, None
-        self.server = json_server(self._answer)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
-
-    def _answer(self, method, path, headers, body):
-        self.requests.append({"path": path, "token": headers.get("X-Postmark-Server-Token"), "json": json.loads(body)})
-        if self.answer is not None:
-            return self.status, self.answer, {}
-        sent = self.requests[-1]["json"]
-        return 200, {"To": sent["To"], "SubmittedAt": "2026-03-10T10:00:00Z",
-                     "MessageID": f"pm-{len(self.requests)}", "ErrorCode": 0, "Message": "OK"}, {}
-
-
-@pytest.fixture
-def postmark():
-    fake = FakePostmark()
-    yield fake
-    fake.server.shutdown()
-    fake.server.server_close()
 
 
 def esp_campaign(api_url: str, **mailbox_fields):

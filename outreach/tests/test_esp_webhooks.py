@@ -15,19 +15,11 @@ from leads.models import Lead
 from leads.tests.factories import LeadFactory
 from outreach.models import InboundMessage, OutreachAttempt, Suppression
 from outreach.sending import outreach_send_due
-from outreach.tests.test_esp_mailbox import FakePostmark, esp_campaign
+from outreach.tests.test_esp_mailbox import esp_campaign
 
 pytestmark = pytest.mark.django_db
 SECRET = "postmark:hook-secret-1"
 MAIL = Path(__file__).parent / "mail"
-
-
-@pytest.fixture
-def postmark():
-    fake = FakePostmark()
-    yield fake
-    fake.server.shutdown()
-    fake.server.server_close()
 
 
 @pytest.fixture
