@@ -28,6 +28,3 @@ def inbox_read(mailbox_id: int) -> dict:
     if result.error:
         logger.warning("reading mailbox %s: %s", mailbox_id, result.error)
     return {"mailbox_id": mailbox_id, **result.as_dict()}
-
-
-
