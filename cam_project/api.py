@@ -8,7 +8,7 @@ from django.views.defaults import bad_request as django_bad_request
 from django.views.defaults import page_not_found, server_error
 from rest_framework import exceptions, parsers, permissions, serializers
 from rest_framework.pagination import PageNumberPagination
-from rest_framework.renderers import JSONRenderer
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 
 from leads.services import InvalidTransition
 from campaigns.services import Refused
@@ -79,6 +79,22 @@ class JSONParser(parsers.JSONParser):
             return super().parse(stream, media_type, parser_context)
         except RecursionError:
             raise exceptions.ParseError("JSON parse error - nested too deeply") from None
+
+
+class CSVRenderer(BaseRenderer):
+    """Lets `?format=csv` through content negotiation on the lists that export (leads, sends):
+    those views answer with a streamed CSV (cam_project.export) instead of a page of JSON."""
+
+    media_type = "text/csv"
+    format = "csv"
+    charset = "utf-8"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        raise NotImplementedError("the exporting views stream their CSV themselves")
+
+
+def wants_csv(request) -> bool:
+    return getattr(request, "accepted_renderer", None) is not None and request.accepted_renderer.format == "csv"
 
 
 class Pagination(PageNumberPagination):

@@ -15,13 +15,23 @@ from drf_spectacular.utils import (
 from rest_framework import generics, permissions, serializers, status
 from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.parsers import MultiPartParser
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
-from cam_project.api import ActionPermissions, ErrorSerializer, JSONParser, Pagination, query_param
+from cam_project.api import (
+    ActionPermissions,
+    CSVRenderer,
+    ErrorSerializer,
+    JSONParser,
+    Pagination,
+    query_param,
+    wants_csv,
+)
 from cam_project.uploads import UploadTooLarge, uploaded_file
 from cam_project.validators import no_control_characters, time_zone
 from campaigns.models import Campaign
 from leads.import_jobs import import_in_background, import_job_note, import_job_queue
+from leads.exports import leads_csv
 from leads.importing import leads_import_upload, leads_insert
 from leads.models import ImportJob, Lead, LeadEvent
 from leads.rows import MAX_EXTRA_VALUE, LeadFileError, mapping_rows
@@ -120,7 +130,13 @@ class CampaignLeadsView(generics.ListAPIView):
     serializer_class = LeadSerializer
     pagination_class = Pagination
     parser_classes = [JSONParser, MultiPartParser]
+    renderer_classes = [JSONRenderer, CSVRenderer]
     queryset = Lead.objects.all()
+
+    def list(self, request, *args, **kwargs):
+        if wants_csv(request):  # every lead the filters select, streamed, not a page
+            return leads_csv(campaign=get_object_or_404(Campaign, pk=self.kwargs["pk"]), leads=self.get_queryset())
+        return super().list(request, *args, **kwargs)
 
     def get_queryset(self):
         campaign = get_object_or_404(Campaign, pk=self.kwargs["pk"])
@@ -131,7 +147,9 @@ class CampaignLeadsView(generics.ListAPIView):
         return leads_search(leads, query_param(self.request, "search"))
 
     @extend_schema(summary="A campaign's leads, best score first", parameters=[
-        OpenApiParameter("status", str, enum=list(Lead.Status.values), description="Only leads in this status"),
+        OpenApiParameter("status", str, enum=[*Lead.Status.values], description="Only leads in this status"),
+        OpenApiParameter("format", str, enum=["json", "csv"], description="csv: every lead the filters select, "
+                         "as a streamed CSV download (formulas neutralised), instead of a page of JSON"),
         OpenApiParameter("search", str, description="Words found in the email, name, company, job title or industry"),
     ])
     def get(self, request, *args, **kwargs):

@@ -20,6 +20,7 @@ from campaigns.services import Refused
 from leads.apollo_source import apollo_preview, apollo_source_save, search_restarts
 from leads.clients.http import ProviderError
 from leads.forms import ApolloSourceForm
+from leads.exports import leads_csv
 from leads.import_jobs import import_in_background, import_job_note, import_job_queue
 from leads.importing import leads_import_upload
 from leads.models import ImportJob, Lead, LeadSource
@@ -40,18 +41,31 @@ def campaign_leads(request, pk):
         if request.POST.get("action") == "add_source":
             return _add_source(request, campaign)
         return _upload(request, campaign)
-    status = request.GET.get("status", "")
-    search = request.GET.get("q", "").strip()[:200].replace("\x00", "")
-    leads = Lead.objects.filter(campaign=campaign).order_by("-score", "id")
-    if status in Lead.Status.values:
-        leads = leads.filter(status=status)
-    leads = leads_search(leads, search)
+    leads, status, search = _filtered_leads(request, campaign)
     page = Paginator(leads, 50).get_page(request.GET.get("page"))
     return render(request, "console/leads.html", {
         "campaign": campaign, "page": page, "status": status, "search": search,
         "statuses": Lead.Status.choices, "report": request.session.pop(f"import_report_{pk}", None),
         "sources": campaign.lead_sources.all(), "max_upload_mb": settings.CAM_MAX_UPLOAD_MB,
     })
+
+
+def _filtered_leads(request, campaign):
+    """The campaign's leads as the page filters them (status, search words), best score first."""
+    status = request.GET.get("status", "")
+    search = request.GET.get("q", "").strip()[:200].replace("\x00", "")
+    leads = Lead.objects.filter(campaign=campaign).order_by("-score", "id")
+    if status in Lead.Status.values:
+        leads = leads.filter(status=status)
+    return leads_search(leads, search), status, search
+
+
+@login_required
+@permission_required("leads.view_lead", raise_exception=True)
+def campaign_leads_csv(request, pk):
+    """The leads the page shows (all its pages), as a streamed CSV download."""
+    campaign = get_object_or_404(Campaign, pk=pk)
+    return leads_csv(campaign=campaign, leads=_filtered_leads(request, campaign)[0])
 
 
 def _upload_or_say_why(request, field: str, missing: str):

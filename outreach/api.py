@@ -6,16 +6,18 @@ from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, permissions, serializers, status
 from rest_framework.exceptions import ValidationError
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from cam_project.api import ActionPermissions, ErrorSerializer, Pagination, query_param
+from cam_project.api import ActionPermissions, CSVRenderer, ErrorSerializer, Pagination, query_param, wants_csv
 from campaigns.models import Campaign
 from leads.rows import email_normalise, email_syntax_error
 from outreach.models import OutreachAttempt, Suppression
 from leads.services import Actor
 from outreach.attention import attempt_resolve
 from outreach.erasure import erasure_run
+from outreach.exports import attempts_csv
 from outreach.suppression import suppression_add, suppression_remove
 
 
@@ -47,13 +49,22 @@ def status_list_param(request) -> list[str]:
 @extend_schema(
     parameters=[OpenApiParameter(
         "status", str, description="One status or several, comma-separated: claimed,unknown lists the sends "
-        "needing attention (any day). One of: " + ", ".join(OutreachAttempt.Status.values))],
+        "needing attention (any day). One of: " + ", ".join(OutreachAttempt.Status.values)),
+        OpenApiParameter("format", str, enum=["json", "csv"], description="csv: every send the filters select, "
+                         "as a streamed CSV download, instead of a page of JSON")],
     summary="A campaign's outreach attempts, newest first",
 )
 class CampaignAttemptsView(generics.ListAPIView):
     serializer_class = AttemptSerializer
     pagination_class = Pagination
+    renderer_classes = [JSONRenderer, CSVRenderer]
     queryset = OutreachAttempt.objects.all()
+
+    def list(self, request, *args, **kwargs):
+        if wants_csv(request):  # every send the filters select, streamed, not a page
+            return attempts_csv(campaign=get_object_or_404(Campaign, pk=self.kwargs["pk"]),
+                                attempts=self.get_queryset())
+        return super().list(request, *args, **kwargs)
 
     def get_queryset(self):
         campaign = get_object_or_404(Campaign, pk=self.kwargs["pk"])

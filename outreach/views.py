@@ -9,9 +9,11 @@ from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
+from campaigns.models import Campaign
 from campaigns.services import Refused
 from leads.services import Actor
 from outreach.attention import attempt_resolve
+from outreach.exports import attempts_csv
 from outreach.forms import MailboxForm
 from outreach.limits import mailbox_today, window_text
 from outreach.mailboxes import mailbox_check
@@ -41,6 +43,15 @@ def attempt_resolve_view(request, pk):
         to = attempt.lead.email if attempt.lead_id else "an erased person"
         messages.success(request, f"Step {attempt.step} to {to} recorded as {said}.")
     return back(request, f"/campaigns/{attempt.campaign_id}")
+
+
+@login_required
+@permission_required("outreach.view_outreachattempt", raise_exception=True)
+def campaign_attempts_csv(request, pk):
+    """Every send of the campaign, newest first, as a streamed CSV download."""
+    campaign = get_object_or_404(Campaign, pk=pk)
+    attempts = OutreachAttempt.objects.filter(campaign=campaign).order_by("-created_at", "-id")
+    return attempts_csv(campaign=campaign, attempts=attempts)
 
 
 # --- mailboxes ----------------------------------------------------------------------------------------
