@@ -15,7 +15,8 @@ Measures, as medians over --repeat runs:
     jitter) spreads each mailbox's day: sends per minute per mailbox, and the longest burst;
   * the inbox: message_parse alone (messages classified a second), and the inbox reader over
     1,000 answers in a local Dovecot (fetched, matched, stored and acted on a second);
-  * the leads CSV export, streamed: time and peak memory at 50,000 and 200,000 leads.
+  * the leads CSV export, streamed: time and peak memory at 50,000 and 200,000 leads;
+  * the dashboard's page with 1,000 campaigns, per sort.
 """
 
 import argparse
@@ -345,12 +346,41 @@ def bench_export(repeat: int) -> None:
               f"{count / median:,.0f} rows/s, peak traced memory {statistics.median(peaks) / 2**20:.1f} MiB")
 
 
+def bench_dashboard(repeat: int) -> None:
+    """The console's dashboard with 1,000 campaigns (20 leads and a run each): one page's time,
+    per sort."""
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    from campaigns.models import CycleRun
+    from leads.models import Lead
+
+    campaigns = Campaign.objects.bulk_create(
+        Campaign(name=f"bench dashboard {i}", target_clients=10 + i % 7, active=i % 3 != 0) for i in range(1000))
+    Lead.objects.bulk_create(
+        Lead(campaign=c, email=f"p{j}@c{c.pk}.example", status="QUALIFIED" if j < i % 5 else "NEW")
+        for i, c in enumerate(campaigns) for j in range(20))
+    now = timezone.now()
+    CycleRun.objects.bulk_create(CycleRun(campaign=c, trigger="api", dry_run=True, holder="bench", started_at=now)
+                                 for c in campaigns)
+    user = get_user_model().objects.create_superuser("bench-dashboard", "b@example.org", "pw")
+    client = Client()
+    client.force_login(user)
+    for sort in ("recent", "progress", "last_run"):
+        times = []
+        for _ in range(max(repeat, 3)):
+            seconds, response = timed(lambda: client.get(f"/?sort={sort}", SERVER_NAME="localhost"))
+            assert response.status_code == 200, response.status_code
+            times.append(seconds)
+        print(f"dashboard, 1,000 campaigns / 20,000 leads, sorted by {sort}: median {statistics.median(times) * 1000:.0f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=20000)
     parser.add_argument("--cycle-rows", type=int, default=5000)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--only", choices=["import", "dry", "steady", "live", "apollo", "send", "inbox", "export"],
+    parser.add_argument("--only", choices=["import", "dry", "steady", "live", "apollo", "send", "inbox", "export", "dashboard"],
                         help="run one benchmark")
     args = parser.parse_args()
     call_command("migrate", verbosity=0)
@@ -364,6 +394,7 @@ def main() -> None:
         "send": lambda: bench_send_task(args.repeat),
         "inbox": lambda: bench_inbox(args.repeat),
         "export": lambda: bench_export(args.repeat),
+        "dashboard": lambda: bench_dashboard(args.repeat),
     }
     for name, bench in benches.items():
         if args.only in (None, name):

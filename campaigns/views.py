@@ -4,10 +4,15 @@ Views are thin: they read through the services and selectors, and write only thr
 services as the API and the admin.
 """
 
+from urllib.parse import urlencode
+
 from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
+from django.core.paginator import Paginator
+from django.db.models import Count, F, OuterRef, Q, Subquery
+from django.db.models.functions import Coalesce
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
@@ -59,18 +64,67 @@ RECENT_RUNS = 10
 @login_required
 @permission_required("campaigns.view_campaign", raise_exception=True)
 def dashboard(request):
-    campaigns = campaigns_with_metrics(Campaign.objects.order_by("-active", "-created_at"))
-    runs = last_runs([campaign.pk for campaign in campaigns])
+    """Totals, then the campaigns a page at a time: searched by name, filtered by state, sorted
+    by creation, name, goal progress or last run. Its cost does not grow with the number of
+    campaigns (one page's metrics; the totals and the sort keys are aggregates in the database)."""
+    choice = dashboard_choice(request.GET)
+    found = dashboard_campaigns(**choice)
+    page = Paginator(found, DASHBOARD_PAGE).get_page(request.GET.get("page"))
+    on_page = {c.pk: c for c in campaigns_with_metrics(Campaign.objects.filter(pk__in=[c.pk for c in page]))}
+    runs = last_runs(list(on_page))
+    campaigns = [on_page[c.pk] for c in page]
     for campaign in campaigns:
         campaign.progress = _progress(campaign.metrics)
         campaign.last_run = runs.get(campaign.pk)
-    totals = {
-        "campaigns": len(campaigns),
-        "active": sum(c.active for c in campaigns),
-        "leads": sum(c.metrics.total_leads for c in campaigns),
-        "qualified": sum(c.metrics.qualified_leads for c in campaigns),
-    }
-    return render(request, "console/dashboard.html", {"campaigns": campaigns, "totals": totals})
+    return render(request, "console/dashboard.html", {
+        "campaigns": campaigns, "page": page, "totals": dashboard_totals(), **choice,
+        "states": DASHBOARD_STATES, "sorts": DASHBOARD_SORTS,
+        "query": urlencode({k: v for k, v in choice.items() if v}),
+    })
+
+
+DASHBOARD_PAGE = 25
+DASHBOARD_STATES = {"": "Active and paused", "active": "Active", "paused": "Paused", "all": "All"}
+DASHBOARD_SORTS = {"recent": "Newest first", "name": "Name", "progress": "Goal progress", "last_run": "Last run"}
+
+
+def dashboard_choice(params) -> dict:
+    """What the dashboard's form asked for, each value one it knows (anything else: the default)."""
+    state, sort = params.get("state", ""), params.get("sort", "recent")
+    return {"q": params.get("q", "").strip()[:100].replace("\x00", ""),
+            "state": state if state in DASHBOARD_STATES else "",
+            "sort": sort if sort in DASHBOARD_SORTS else "recent"}
+
+
+def dashboard_campaigns(*, q: str, state: str, sort: str):
+    campaigns = Campaign.objects.all()
+    if state == "active":
+        campaigns = campaigns.filter(active=True)
+    elif state == "paused":
+        campaigns = campaigns.filter(active=False)
+    if q:
+        campaigns = campaigns.filter(name__icontains=q)
+    if sort == "progress":
+        qualified = (Lead.objects.filter(campaign=OuterRef("pk"), status=Lead.Status.QUALIFIED).order_by()
+                     .values("campaign").annotate(n=Count("pk")).values("n"))
+        campaigns = campaigns.annotate(
+            progress_key=Coalesce(Subquery(qualified), 0) * 1.0 / F("target_clients")
+        ).order_by("-progress_key", "name", "pk")
+    elif sort == "last_run":
+        latest = CycleRun.objects.filter(campaign=OuterRef("pk")).order_by("-started_at").values("started_at")[:1]
+        campaigns = campaigns.annotate(last_run_at=Subquery(latest)).order_by(
+            F("last_run_at").desc(nulls_last=True), "name", "pk")
+    elif sort == "name":
+        campaigns = campaigns.order_by("name", "pk")
+    else:
+        campaigns = campaigns.order_by("-active", "-created_at", "-pk")
+    return campaigns.only("pk")
+
+
+def dashboard_totals() -> dict:
+    counts = Campaign.objects.aggregate(campaigns=Count("pk"), active=Count("pk", filter=Q(active=True)))
+    leads = Lead.objects.aggregate(leads=Count("pk"), qualified=Count("pk", filter=Q(status=Lead.Status.QUALIFIED)))
+    return {**counts, **leads}
 
 
 @login_required

@@ -1,5 +1,6 @@
 """The console's pages without a browser: permissions, validation, queries per page."""
 
+import re
 from io import BytesIO
 
 import pytest
@@ -126,6 +127,61 @@ def test_the_dashboard_costs_the_same_for_2_or_30_campaigns(operator):
     for _ in range(28):
         LeadFactory.create_batch(2, campaign=CampaignFactory())
     assert page_queries(operator, "/") == few
+
+
+def names_on(page: str) -> list[str]:
+    return re.findall(r'<a href="/campaigns/\d+">([^<]+)</a>', page)
+
+
+def test_the_dashboard_pages_searches_filters_and_sorts_its_campaigns(operator):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from campaigns.models import CycleRun
+
+    now = timezone.now()
+    for i in range(30):
+        CampaignFactory(name=f"Bulk {i:02d}", created_at=now - timedelta(days=60 - i))
+    near = CampaignFactory(name="Near goal", target_clients=2, active=False, pause_reason="holiday")
+    LeadFactory(campaign=near, status=Lead.Status.QUALIFIED)
+    far = CampaignFactory(name="Far from goal", target_clients=100)
+    Lead.objects.bulk_create(
+        Lead(campaign=far, email=f"p{i}@far.example") for i in range(1200))
+    ran = CampaignFactory(name="Ran lately")
+    CycleRun.objects.create(campaign=ran, trigger="api", dry_run=True, holder="h", started_at=now)
+
+    first = operator.get("/").content.decode()
+    assert len(names_on(first)) == 25 and "page 1 of 2 (33 campaigns)" in first
+    assert 'data-stat="leads">1,201<' in first  # thousands separators
+    second = operator.get("/?page=2").content.decode()
+    assert len(names_on(second)) == 8
+
+    assert names_on(operator.get("/?q=goal&sort=name").content.decode()) == ["Far from goal", "Near goal"]
+    assert names_on(operator.get("/?state=paused").content.decode()) == ["Near goal"]
+    assert names_on(operator.get("/?sort=progress").content.decode())[0] == "Near goal"  # 1 of 2: 50 %
+    assert names_on(operator.get("/?sort=last_run").content.decode())[0] == "Ran lately"
+    page = operator.get("/?q=nothing-like-it").content.decode()
+    assert "No campaign matches" in page
+    # Unknown values fall back to the defaults instead of failing.
+    assert operator.get("/?sort=drop+table&state=x&page=zz").status_code == 200
+
+
+def test_the_dashboard_costs_the_same_for_30_or_300_campaigns_whatever_the_sort(operator):
+    from campaigns.models import CycleRun
+    from django.utils import timezone
+
+    def make(count):
+        for _ in range(count):
+            campaign = CampaignFactory()
+            LeadFactory(campaign=campaign)
+            CycleRun.objects.create(campaign=campaign, trigger="api", dry_run=True, holder="h",
+                                    started_at=timezone.now())
+
+    make(30)
+    few = {sort: page_queries(operator, f"/?sort={sort}") for sort in ("recent", "progress", "last_run")}
+    make(270)
+    assert {sort: page_queries(operator, f"/?sort={sort}") for sort in few} == few
 
 
 def test_a_campaign_page_costs_the_same_for_3_or_150_leads_and_attempts(operator):
