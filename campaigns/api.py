@@ -15,10 +15,12 @@ from campaigns.models import CHANNELS, Campaign, CycleLease, CycleRun
 from campaigns.services import (
     EDITABLE_FIELDS,
     Refused,
+    campaign_archive,
     campaign_create,
     campaign_metrics,
     campaign_pause,
     campaign_resume,
+    campaign_unarchive,
     campaign_update,
     campaigns_with_metrics,
 )
@@ -133,7 +135,7 @@ class CampaignDetailSerializer(serializers.ModelSerializer):
                   "target_clients", "target_mrr", "channels_enabled", "max_emails_per_day", "created_at", "paused_at",
                   "pause_reason", "sender_name", "sender_email", "postal_address", "qualification_threshold",
                   "max_attempts_per_lead", "apollo_credits_per_day", "dropcontact_credits_per_day", "timezone",
-                  "lawful_basis", "lawful_basis_note", "qualify_on", "stop_company_on_reply", "mailboxes", "metrics", "today_outreach", "needs_attention",
+                  "lawful_basis", "lawful_basis_note", "qualify_on", "stop_company_on_reply", "archived_at", "mailboxes", "metrics", "today_outreach", "needs_attention",
                   "last_run", "lease", "credits"]
         read_only_fields = fields
 
@@ -238,6 +240,28 @@ class CampaignResumeView(APIView):
         campaign = get_object_or_404(Campaign, pk=pk)
         campaign_resume(campaign=campaign, now=timezone.now())
         return _action_response(campaign, "Campaign resumed")
+
+
+class CampaignArchiveView(APIView):
+    queryset = Campaign.objects.all()
+
+    @extend_schema(request=None, responses=CampaignActionSerializer,
+                   summary="Archive a campaign: paused, hidden from the dashboard and from every cycle, kept")
+    def put(self, request, pk):
+        campaign = get_object_or_404(Campaign, pk=pk)
+        campaign = campaign_archive(campaign=campaign, now=timezone.now())
+        return _action_response(campaign, "Campaign archived")
+
+
+class CampaignUnarchiveView(APIView):
+    queryset = Campaign.objects.all()
+
+    @extend_schema(request=None, responses=CampaignActionSerializer,
+                   summary="Unarchive a campaign (it stays paused until resumed)")
+    def put(self, request, pk):
+        campaign = get_object_or_404(Campaign, pk=pk)
+        campaign_unarchive(campaign=campaign)
+        return _action_response(campaign, "Campaign unarchived: resume it to run it")
 
 
 class CycleResultSerializer(serializers.Serializer):

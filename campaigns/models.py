@@ -106,6 +106,11 @@ class Campaign(models.Model):
         help_text="Why the basis holds, e.g. the balancing test for legitimate interest.",
     )
 
+    archived_at = models.DateTimeField(
+        null=True, blank=True, editable=False,
+        help_text="Archived: hidden from the dashboard's default view and from every cycle, kept with its history.",
+    )
+
     class QualifyOn(models.TextChoices):
         SCORE = "score", "Score: a contacted lead that is hot or above the threshold"
         REPLY = "reply", "Reply: only when staff mark a reply as interested"

@@ -90,6 +90,10 @@ def cycle_start(
             result = CycleResult(campaign_id=campaign.pk, campaign_name=campaign.name, dry_run=dry_run is not False)
             result.notes.append("campaign deleted: nothing done")
             return result
+        if campaign.archived_at is not None:
+            result = CycleResult(campaign_id=campaign.pk, campaign_name=campaign.name, dry_run=dry_run is not False)
+            result.notes.append("campaign archived: nothing done (unarchive it to run it)")
+            return result
         follow_live = dry_run is None
         if follow_live:
             dry_run = not campaign.live

@@ -100,12 +100,34 @@ def campaign_pause(*, campaign: Campaign, reason: str, now: datetime) -> Campaig
 
 
 @transaction.atomic
+def campaign_archive(*, campaign: Campaign, now: datetime) -> Campaign:
+    """Put a finished campaign away: paused (reason "archived"), hidden from the dashboard's
+    default view, no cycle runs it; its leads, sends and runs are kept. Idempotent."""
+    campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
+    if campaign.archived_at is None:
+        campaign.archived_at = now
+        if campaign.active:
+            campaign.active, campaign.paused_at, campaign.pause_reason = False, now, "archived"
+        campaign.save(update_fields=["archived_at", "active", "paused_at", "pause_reason"])
+    return campaign
+
+
+def campaign_unarchive(*, campaign: Campaign) -> Campaign:
+    """Back on the dashboard, still paused: staff resume it when they mean it to run."""
+    Campaign.objects.filter(pk=campaign.pk).update(archived_at=None)
+    campaign.archived_at = None
+    return campaign
+
+
+@transaction.atomic
 def campaign_resume(*, campaign: Campaign, now: datetime) -> Campaign:
     """Staff resuming a paused campaign overrule the failing-campaign rules for RESUME_GRACE;
     resuming an active campaign changes nothing. A campaign whose goal is met is refused
     (Refused): the next cycle would pause it again at once; raise the target to go on."""
     if campaign.active:
         return campaign
+    if campaign.archived_at is not None:
+        raise Refused("the campaign is archived: unarchive it first")
     metrics = campaign_metrics(campaign=campaign)
     if metrics.qualified_leads >= campaign.target_clients:
         raise Refused(f"the goal is met ({metrics.qualified_leads} qualified of {campaign.target_clients} wanted): "

@@ -21,6 +21,8 @@ from cam_project.api import run_permissions
 from campaigns.models import CHANNELS, Campaign, CycleLease, CycleRun
 from campaigns.runs import cycle_start, last_runs, lease_state, run_state
 from campaigns.services import (
+    campaign_archive,
+    campaign_unarchive,
     EDITABLE_FIELDS,
     Refused,
     campaign_create,
@@ -84,7 +86,8 @@ def dashboard(request):
 
 
 DASHBOARD_PAGE = 25
-DASHBOARD_STATES = {"": "Active and paused", "active": "Active", "paused": "Paused", "all": "All"}
+DASHBOARD_STATES = {"": "Active and paused", "active": "Active", "paused": "Paused", "archived": "Archived",
+                    "all": "All, archived too"}
 DASHBOARD_SORTS = {"recent": "Newest first", "name": "Name", "progress": "Goal progress", "last_run": "Last run"}
 
 
@@ -98,6 +101,10 @@ def dashboard_choice(params) -> dict:
 
 def dashboard_campaigns(*, q: str, state: str, sort: str):
     campaigns = Campaign.objects.all()
+    if state == "archived":
+        campaigns = campaigns.exclude(archived_at=None)
+    elif state != "all":
+        campaigns = campaigns.filter(archived_at=None)
     if state == "active":
         campaigns = campaigns.filter(active=True)
     elif state == "paused":
@@ -122,8 +129,11 @@ def dashboard_campaigns(*, q: str, state: str, sort: str):
 
 
 def dashboard_totals() -> dict:
-    counts = Campaign.objects.aggregate(campaigns=Count("pk"), active=Count("pk", filter=Q(active=True)))
-    leads = Lead.objects.aggregate(leads=Count("pk"), qualified=Count("pk", filter=Q(status=Lead.Status.QUALIFIED)))
+    """Totals of the campaigns not archived."""
+    counts = Campaign.objects.filter(archived_at=None).aggregate(campaigns=Count("pk"),
+                                                                 active=Count("pk", filter=Q(active=True)))
+    leads = Lead.objects.filter(campaign__archived_at=None).aggregate(
+        leads=Count("pk"), qualified=Count("pk", filter=Q(status=Lead.Status.QUALIFIED)))
     return {**counts, **leads}
 
 
@@ -267,6 +277,21 @@ def campaign_pause_view(request, pk):
     campaign = get_object_or_404(Campaign, pk=pk)
     campaign_pause(campaign=campaign, reason=f"paused by {request.user}", now=timezone.now())
     messages.success(request, "Campaign paused: no cycle will touch it until you resume it.")
+    return redirect("campaign-detail", pk=pk)
+
+
+@require_POST
+@login_required
+@permission_required("campaigns.change_campaign", raise_exception=True)
+def campaign_archive_view(request, pk):
+    campaign = get_object_or_404(Campaign, pk=pk)
+    if request.POST.get("archive") == "no":
+        campaign_unarchive(campaign=campaign)
+        messages.success(request, "Campaign back on the dashboard, still paused: resume it to run it.")
+    else:
+        campaign_archive(campaign=campaign, now=timezone.now())
+        messages.success(request, "Campaign archived: paused, hidden from the dashboard and from every cycle. "
+                                  "Its leads and history are kept.")
     return redirect("campaign-detail", pk=pk)
 
 

@@ -262,3 +262,38 @@ def test_attempts_cannot_be_deleted_in_the_admin(operator):
     attempt = OutreachAttemptFactory()
     assert operator.post(f"/admin/outreach/outreachattempt/{attempt.pk}/delete/", {"post": "yes"}).status_code == 403
     assert attempt.__class__.objects.filter(pk=attempt.pk).exists()
+
+
+def test_an_archived_campaign_is_paused_hidden_and_never_run_until_unarchived_and_resumed(operator, api):
+    from campaigns.models import CycleRun
+    from campaigns.tasks import campaign_cycles_fan_out
+
+    CampaignFactory(name="Kept")
+    old = CampaignFactory(name="Old one", live=True)
+    LeadFactory.create_batch(3, campaign=old)
+
+    response = operator.post(f"/campaigns/{old.pk}/archive", {"archive": "yes"})
+    assert response.status_code == 302
+    old.refresh_from_db()
+    assert old.archived_at is not None and not old.active and old.pause_reason == "archived"
+    assert Lead.objects.filter(campaign=old).count() == 3  # kept with its history
+
+    dashboard = operator.get("/").content.decode()
+    assert names_on(dashboard) == ["Kept"] and 'data-stat="leads">0<' in dashboard
+    assert names_on(operator.get("/?state=archived").content.decode()) == ["Old one"]
+    assert sorted(names_on(operator.get("/?state=all").content.decode())) == ["Kept", "Old one"]
+
+    # No cycle touches it: not the scheduler's fan-out, not a run asked for by hand.
+    assert campaign_cycles_fan_out() == 1
+    ran = api.post(f"/api/cam/campaigns/{old.pk}/run-cycle", format="json")
+    assert "campaign archived: nothing done (unarchive it to run it)" in ran.json()["notes"]
+    assert not CycleRun.objects.filter(campaign=old).exists()
+    refused = api.put(f"/api/cam/campaigns/{old.pk}/resume", format="json")
+    assert refused.status_code == 409 and "archived" in refused.json()["detail"]
+
+    assert api.put(f"/api/cam/campaigns/{old.pk}/unarchive", format="json").status_code == 200
+    old.refresh_from_db()
+    assert old.archived_at is None and not old.active  # back on the dashboard, still paused
+    assert api.put(f"/api/cam/campaigns/{old.pk}/resume", format="json").status_code == 200
+    assert api.put(f"/api/cam/campaigns/{old.pk}/archive", format="json").json()["active"] is False
+    assert api.get(f"/api/cam/campaigns/{old.pk}").json()["archived_at"] is not None
