@@ -20,6 +20,7 @@ from django.views.decorators.http import require_POST
 from cam_project.api import run_permissions
 from campaigns.models import CHANNELS, Campaign, CycleLease, CycleRun
 from campaigns.runs import cycle_start, last_runs, lease_state, run_state
+from campaigns.trends import SERIES, campaign_trends
 from campaigns.services import (
     campaign_archive,
     campaign_unarchive,
@@ -58,6 +59,18 @@ def _percent(part: int, whole: int) -> float:
 def _progress(metrics) -> float:
     """Goal progress for a progress bar: a percentage, full at 100."""
     return min(round(100 * metrics.goal_progress, 1), 100)
+
+
+def _trend_lines(days: list[dict]) -> dict:
+    """The trend chart's polylines in its 300 × 100 drawing area: one per series, on one scale."""
+    tallest = max([day[name] for day in days for name in SERIES] + [1])
+    step = 300 / max(len(days) - 1, 1)
+    return {
+        "tallest": tallest,
+        "series": [{"name": name, "points": " ".join(f"{i * step:.1f},{100 - 100 * day[name] / tallest:.1f}"
+                                                     for i, day in enumerate(days))} for name in SERIES],
+        "labels": [{"x": round(i * step, 1), "day": day["day"]} for i, day in enumerate(days) if i % 5 == 0],
+    }
 
 
 RECENT_RUNS = 10
@@ -163,7 +176,10 @@ def campaign_detail(request, pk):
     runs = list(campaign.runs.select_related("requested_by").order_by("-started_at", "-id")[:RECENT_RUNS])
     for run in runs:
         run.state = run_state(run, lease, now)
+    trends = campaign_trends(campaign=campaign, now=now)
+    trends["lines"] = _trend_lines(trends["days"])
     return render(request, "console/campaign_detail.html", {
+        "trends": trends,
         "campaign": campaign,
         "metrics": metrics,
         "progress": _progress(metrics),
