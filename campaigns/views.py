@@ -62,9 +62,9 @@ def _progress(metrics) -> float:
 
 
 def _trend_lines(days: list[dict]) -> dict:
-    """The trend chart's polylines in its 300 × 100 drawing area: one per series, on one scale."""
+    """The trend chart's polylines in its 600 × 100 drawing area: one per series, on one scale."""
     tallest = max([day[name] for day in days for name in SERIES] + [1])
-    step = 300 / max(len(days) - 1, 1)
+    step = 600 / max(len(days) - 1, 1)
     return {
         "tallest": tallest,
         "series": [{"name": name, "points": " ".join(f"{i * step:.1f},{100 - 100 * day[name] / tallest:.1f}"
