@@ -250,6 +250,25 @@ def campaign_new(request):
     return render(request, "console/campaign_form.html", {"form": form})
 
 
+@login_required
+@permission_required("campaigns.change_campaign", raise_exception=True)
+def campaign_edit(request, pk):
+    """Everything the API's PATCH takes but the live switch (the campaign page asks for that
+    with a confirmation), with the same validation, through the same service."""
+    campaign = get_object_or_404(Campaign, pk=pk)
+    form = CampaignForm(request.POST or None, instance=campaign,
+                        initial={"mailboxes": list(campaign.mailboxes.values_list("pk", flat=True))})
+    if request.method == "POST" and form.is_valid():
+        try:
+            campaign_update(campaign=campaign, data=form.cleaned_data, now=timezone.now())
+        except Refused as exc:
+            form.add_error(None, str(exc))
+        else:
+            messages.success(request, "Campaign saved.")
+            return redirect("campaign-detail", pk=pk)
+    return render(request, "console/campaign_form.html", {"form": form, "campaign": campaign})
+
+
 class LiveForm(forms.Form):
     live = forms.BooleanField(required=False)
     postal_address = forms.CharField(required=False, max_length=500, widget=forms.Textarea(attrs={"rows": 2}))

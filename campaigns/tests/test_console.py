@@ -297,3 +297,41 @@ def test_an_archived_campaign_is_paused_hidden_and_never_run_until_unarchived_an
     assert api.put(f"/api/cam/campaigns/{old.pk}/resume", format="json").status_code == 200
     assert api.put(f"/api/cam/campaigns/{old.pk}/archive", format="json").json()["active"] is False
     assert api.get(f"/api/cam/campaigns/{old.pk}").json()["archived_at"] is not None
+
+
+def test_the_console_edits_a_campaign_with_the_apis_rules_but_never_makes_it_live(operator):
+    from outreach.tests.factories import MailboxFactory
+
+    campaign = CampaignFactory(name="Before", max_emails_per_day=20)
+    box = MailboxFactory(name="Sales box")
+    form = operator.get(f"/campaigns/{campaign.pk}/edit").content.decode()
+    assert 'value="Before"' in form and "Save changes" in form
+
+    data = {"name": "After", "target_clients": "12", "max_emails_per_day": "35", "channels_enabled": ["email"],
+            "target_mrr": "0", "qualification_threshold": "0.8", "max_attempts_per_lead": "2",
+            "qualify_on": "reply", "stop_company_on_reply": "on", "mailboxes": [str(box.pk)],
+            "postal_address": "Agency, 1 Road, Paris", "timezone": "Europe/Paris", "live": "on"}
+    response = operator.post(f"/campaigns/{campaign.pk}/edit", data)
+
+    assert response.status_code == 302, response.content.decode()[:2000]
+    campaign.refresh_from_db()
+    assert (campaign.name, campaign.max_emails_per_day, campaign.qualify_on, campaign.stop_company_on_reply,
+            campaign.timezone) == ("After", 35, "reply", True, "Europe/Paris")
+    assert list(campaign.mailboxes.all()) == [box]
+    assert campaign.live is False  # going live is confirmed on the campaign's page, not here
+
+    bad = operator.post(f"/campaigns/{campaign.pk}/edit", {**data, "max_emails_per_day": "0", "timezone": "Mars/Base"})
+    assert bad.status_code == 200
+    errors = bad.context["form"].errors
+    assert "max_emails_per_day" in errors and "timezone" in errors
+    campaign.refresh_from_db()
+    assert campaign.max_emails_per_day == 35
+
+
+def test_editing_needs_the_change_permission(client):
+    campaign = CampaignFactory()
+    viewer = get_user_model().objects.create_user("viewer", "v@example.org", "pw")
+    viewer.user_permissions.add(Permission.objects.get(codename="view_campaign"))
+    client.force_login(viewer)
+    assert client.get(f"/campaigns/{campaign.pk}/edit").status_code == 403
+    assert client.post(f"/campaigns/{campaign.pk}/edit", {"name": "x"}).status_code == 403
