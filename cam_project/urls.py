@@ -58,6 +58,7 @@ urlpatterns = [
     path("campaigns/<id:pk>/sends.csv", outreach_console.campaign_attempts_csv, name="campaign-attempts-csv"),
     path("campaigns/<id:pk>/sources/apollo/new", leads_console.apollo_source_new, name="apollo-source-new"),
     path("sources/<id:pk>/apollo", leads_console.apollo_source_edit, name="apollo-source-edit"),
+    path("sources/<id:pk>/active", leads_console.source_switch_view, name="source-switch"),
     path("leads/<id:pk>", leads_console.lead_detail, name="lead-detail"),
     path("leads/<id:pk>/action", leads_console.lead_action, name="lead-action"),
     path("imports/<id:pk>", leads_console.import_detail, name="import-detail"),

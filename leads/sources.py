@@ -157,3 +157,10 @@ def source_csv_save(
         (import_dir() / relative).unlink(missing_ok=True)
         raise
     return source
+
+
+def source_switch(*, source: LeadSource, active: bool) -> LeadSource:
+    """Switch a lead source on or off: an off source is not read by cycles (its leads stay)."""
+    LeadSource.objects.filter(pk=source.pk).update(active=active)
+    source.active = active
+    return source

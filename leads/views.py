@@ -26,7 +26,7 @@ from leads.importing import leads_import_upload
 from leads.models import ImportJob, Lead, LeadSource
 from leads.rows import LeadFileError
 from leads.services import Actor, InvalidTransition, lead_record_outcome, leads_search
-from leads.sources import source_csv_save
+from leads.sources import source_csv_save, source_switch
 from outreach.attention import in_flight_window, lead_resume, lead_resume_refusal
 
 REPORT_ROWS_SHOWN = 100
@@ -66,6 +66,16 @@ def campaign_leads_csv(request, pk):
     """The leads the page shows (all its pages), as a streamed CSV download."""
     campaign = get_object_or_404(Campaign, pk=pk)
     return leads_csv(campaign=campaign, leads=_filtered_leads(request, campaign)[0])
+
+
+@require_POST
+@login_required
+@permission_required("leads.change_leadsource", raise_exception=True)
+def source_switch_view(request, pk):
+    source = get_object_or_404(LeadSource, pk=pk)
+    source = source_switch(source=source, active=request.POST.get("active") == "on")
+    messages.success(request, f"Source “{source}” is {'on: cycles read it' if source.active else 'off: cycles skip it'}.")
+    return redirect(f"{reverse('campaign-leads', args=[source.campaign_id])}#lead-sources")
 
 
 def _upload_or_say_why(request, field: str, missing: str):

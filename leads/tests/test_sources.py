@@ -251,6 +251,26 @@ def test_the_console_adds_an_uploaded_csv_as_a_source_read_by_every_cycle(import
     assert cycle_run(campaign=campaign, now=now + timedelta(minutes=15), dry_run=True).leads_discovered == 1
 
 
+def test_a_source_switched_off_in_the_console_is_not_read_until_switched_on_again(import_dir, operator, client, now):
+    campaign = CampaignFactory()
+    add_source(operator, campaign)
+    source = campaign.lead_sources.get()
+
+    page = operator.post(f"/sources/{source.pk}/active", {"active": "off"}, follow=True).content.decode()
+
+    assert "is off: cycles skip it" in page
+    source.refresh_from_db()
+    assert source.active is False
+    assert cycle_run(campaign=campaign, now=now, dry_run=True).leads_discovered == 0
+    operator.post(f"/sources/{source.pk}/active", {"active": "on"})
+    assert cycle_run(campaign=campaign, now=now + timedelta(minutes=15), dry_run=True).leads_discovered == 2
+
+    viewer = user_with_perms("leads.view_lead", "leads.view_leadsource", "campaigns.view_campaign")
+    client.force_login(viewer)
+    assert client.post(f"/sources/{source.pk}/active", {"active": "off"}).status_code == 403
+    assert "Switch off" not in client.get(f"/campaigns/{campaign.pk}/leads").content.decode()
+
+
 def test_the_console_names_a_source_after_its_file_when_no_name_is_given(import_dir, operator):
     campaign = CampaignFactory()
 
