@@ -23,8 +23,15 @@ def unsubscribe_token(email: str) -> str:
     return signing.dumps(email.strip().lower(), salt=SALT, compress=True)
 
 
+# Longer than any token this module makes (an address of 254 characters signs to about 400).
+MAX_TOKEN_LENGTH = 500
+
+
 def unsubscribe_email(token: str) -> str | None:
-    """The address a token was made for; None for a tampered, truncated or foreign token."""
+    """The address a token was made for; None for a tampered, truncated, over-long or foreign
+    token (an over-long one is not even decoded)."""
+    if len(token) > MAX_TOKEN_LENGTH:
+        return None
     try:
         email = signing.loads(token, salt=SALT)
     except (signing.BadSignature, ValueError, UnicodeError):
@@ -53,10 +60,6 @@ def unsubscribe_headers(*, email: str, sender_email: str) -> dict[str, str]:
     }
 
 
-# Longer than any token this module makes (an address of 254 characters signs to about 400).
-MAX_TOKEN_LENGTH = 500
-
-
 def email_masked(email: str) -> str:
     """j***@example.com: enough for the person to recognise their address, not for a stranger
     holding the link to read it."""
@@ -68,7 +71,7 @@ def unsubscribe_apply(*, token: str, now: datetime, how: str) -> str | None:
     """Suppress the token's address at once in every campaign (its due leads stop, each with an
     event); None, and nothing changed, for a token that is not ours. Idempotent: an address
     already suppressed, for whatever reason, stays as it is."""
-    email = unsubscribe_email(token) if len(token) <= MAX_TOKEN_LENGTH else None
+    email = unsubscribe_email(token)
     if email is None:
         return None
     suppression_add(email=email, reason=Suppression.Reason.UNSUBSCRIBED, note=how, now=now,

@@ -11,7 +11,7 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
-from outreach.unsubscribe import MAX_TOKEN_LENGTH, email_masked, unsubscribe_apply, unsubscribe_email
+from outreach.unsubscribe import email_masked, unsubscribe_apply, unsubscribe_email
 
 
 @csrf_exempt
@@ -25,7 +25,7 @@ def unsubscribe(request, token: str):
         if email is None:
             return _invalid(request)
         return render(request, "unsubscribe/done.html", {"address": email_masked(email)})
-    email = unsubscribe_email(token) if len(token) <= MAX_TOKEN_LENGTH else None
+    email = unsubscribe_email(token)
     if email is None:
         return _invalid(request)
     return render(request, "unsubscribe/confirm.html", {"address": email_masked(email)})
