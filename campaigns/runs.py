@@ -62,6 +62,11 @@ def lease_release(*, campaign_id: int, holder: str) -> None:
     CycleLease.objects.filter(campaign_id=campaign_id, holder=holder).update(holder="", expires_at=None)
 
 
+def leases_held():
+    """The leases of cycles running now (held and not expired)."""
+    return CycleLease.objects.exclude(holder="").filter(expires_at__gte=Now())
+
+
 def cycle_start(
     *,
     campaign: Campaign,
@@ -79,7 +84,7 @@ def cycle_start(
     holder = lease_holder_name()
     # A send run takes no lease: a cycle starting meanwhile must not wait fifteen minutes for
     # its next slot, and what keeps sends single is the claim. It gives way to a running cycle.
-    if send_only and CycleLease.objects.filter(campaign_id=campaign.pk, expires_at__gte=Now()).exclude(holder="").exists():
+    if send_only and leases_held().filter(campaign_id=campaign.pk).exists():
         return _already_running(campaign, dry_run)
     if not send_only and not lease_take(campaign_id=campaign.pk, holder=holder):
         return _already_running(campaign, dry_run)

@@ -9,14 +9,13 @@ import logging
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models.functions import Now
 from django.utils import timezone
 from django_q.tasks import async_task
 
-from campaigns.models import Campaign, CycleLease, CycleRun
+from campaigns.models import Campaign, CycleRun
 from leads.models import Lead
 from leads.services import DUE_STATUSES
-from campaigns.runs import cycle_start
+from campaigns.runs import cycle_start, leases_held
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +23,7 @@ logger = logging.getLogger(__name__)
 def _fan_out(campaigns, func: str, what: str) -> int:
     """Queue `func` once per campaign of `campaigns` whose cycle is not running now (its lease
     held): that cycle does the work, a task would only say "already running"."""
-    running = CycleLease.objects.exclude(holder="").filter(expires_at__gte=Now()).values("campaign_id")
+    running = leases_held().values("campaign_id")
     ids = list(campaigns.exclude(pk__in=running).order_by("id").values_list("pk", flat=True))
     for campaign_id in ids:
         async_task(f"campaigns.tasks.{func}", campaign_id, task_name=f"{what} of campaign {campaign_id}",
