@@ -18,8 +18,9 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from cam_project.api import run_permissions
-from campaigns.models import CHANNELS, Campaign, CycleLease, CycleRun
+from campaigns.models import CHANNELS, Campaign, CycleLease, CycleRun, MessageStep
 from campaigns.runs import cycle_start, last_runs, lease_state, run_state
+from campaigns.steps import steps_save
 from campaigns.trends import SERIES, campaign_trends
 from campaigns.services import (
     campaign_archive,
@@ -39,6 +40,7 @@ from leads.models import Lead
 from outreach.models import Mailbox, OutreachAttempt
 from outreach.attention import attempts_needing_attention, in_flight_window
 from outreach.limits import mailbox_today, outreach_today, sends_per_day
+from outreach.messages import TEMPLATE_VARIABLES
 
 ATTENTION_SHOWN = 50
 FUNNEL = [Lead.Status.NEW, Lead.Status.ENRICHED, Lead.Status.CONTACTED, Lead.Status.REPLIED,
@@ -267,6 +269,54 @@ def campaign_edit(request, pk):
             messages.success(request, "Campaign saved.")
             return redirect("campaign-detail", pk=pk)
     return render(request, "console/campaign_form.html", {"form": form, "campaign": campaign})
+
+
+class StepForm(forms.ModelForm):
+    """One step of the sequence editor: its place is its order in the list (`order`)."""
+
+    order = forms.IntegerField(min_value=1, max_value=999, label="Order",
+                               help_text="Steps are sent in this order (1 first); renumbered 1, 2, 3… on save.")
+
+    class Meta:
+        model = MessageStep
+        fields = ["delay_days", "subject_template", "body_template"]
+        widgets = {"body_template": forms.Textarea(attrs={"rows": 8, "class": "template"})}
+        labels = {"delay_days": "Days after the previous email", "subject_template": "Subject",
+                  "body_template": "Body"}
+
+    def validate_unique(self):
+        """Positions are given on save (steps_save), not by this form."""
+
+
+StepFormSet = forms.inlineformset_factory(Campaign, MessageStep, form=StepForm, extra=1, can_delete=True,
+                                          max_num=20, validate_max=True)
+
+
+@login_required
+@permission_required("campaigns.change_campaign", raise_exception=True)
+def campaign_steps_edit(request, pk):
+    """The sequence editor: every step's delay, subject and body, their order, a new one, and
+    removing one; saved all at once through steps_save, with the templates checked first."""
+    campaign = get_object_or_404(Campaign, pk=pk)
+    steps = MessageStep.objects.filter(campaign=campaign).order_by("position")
+    formset = StepFormSet(request.POST or None, instance=campaign, queryset=steps,
+                          initial=[{"order": steps.count() + 1}])
+    if request.method == "GET":
+        for form in formset.forms:
+            if form.instance.pk:
+                form.initial["order"] = form.instance.position
+    if request.method == "POST" and formset.is_valid():
+        kept = [form for form in formset.forms
+                if form.has_changed() or form.instance.pk]
+        kept = [form for form in kept if not form.cleaned_data.get("DELETE") and form.cleaned_data]
+        kept.sort(key=lambda form: (form.cleaned_data["order"], form.instance.pk or 10**9))
+        steps_save(campaign=campaign, steps=[{"id": form.instance.pk, **{
+            name: form.cleaned_data[name] for name in ("delay_days", "subject_template", "body_template")}}
+            for form in kept])
+        messages.success(request, f"Sequence saved: {len(kept)} step{'s' if len(kept) != 1 else ''}.")
+        return redirect("campaign-steps", pk=pk)
+    return render(request, "console/steps.html", {"campaign": campaign, "formset": formset,
+                                                  "variables": TEMPLATE_VARIABLES})
 
 
 class LiveForm(forms.Form):

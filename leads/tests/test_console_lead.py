@@ -166,7 +166,7 @@ def test_buttons_a_user_may_not_use_are_not_shown_on_the_campaign_page(client):
     campaign = CampaignFactory()
     client.force_login(read_only_staff())
     page = client.get(f"/campaigns/{campaign.pk}").content.decode()
-    assert 'id="run-form"' not in page and ">Pause<" not in page and "Steps and sources in admin" not in page and ">Edit<" not in page
+    assert 'id="run-form"' not in page and ">Pause<" not in page and "Sources in admin" not in page and ">Edit<" not in page
 
     client.force_login(user_with_perms("campaigns.view_campaign", "leads.add_lead"))
     page = client.get(f"/campaigns/{campaign.pk}").content.decode()
