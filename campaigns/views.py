@@ -13,6 +13,7 @@ from django.contrib.auth.decorators import login_required, permission_required
 from django.core.paginator import Paginator
 from django.db.models import Count, F, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
+from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
@@ -41,6 +42,7 @@ from outreach.models import Mailbox, OutreachAttempt
 from outreach.attention import attempts_needing_attention, in_flight_window
 from outreach.limits import mailbox_today, outreach_today, sends_per_day
 from outreach.messages import TEMPLATE_VARIABLES
+from outreach.preview import step_preview
 
 ATTENTION_SHOWN = 50
 FUNNEL = [Lead.Status.NEW, Lead.Status.ENRICHED, Lead.Status.CONTACTED, Lead.Status.REPLIED,
@@ -315,8 +317,23 @@ def campaign_steps_edit(request, pk):
             for form in kept])
         messages.success(request, f"Sequence saved: {len(kept)} step{'s' if len(kept) != 1 else ''}.")
         return redirect("campaign-steps", pk=pk)
-    return render(request, "console/steps.html", {"campaign": campaign, "formset": formset,
-                                                  "variables": TEMPLATE_VARIABLES})
+    return render(request, "console/steps.html", {
+        "campaign": campaign, "formset": formset, "variables": TEMPLATE_VARIABLES,
+        "preview_leads": Lead.objects.filter(campaign=campaign).order_by("-score", "id")[:50],
+    })
+
+
+@require_POST
+@login_required
+@permission_required("campaigns.change_campaign", raise_exception=True)
+def campaign_step_preview(request, pk):
+    """The sequence editor's live preview (JSON): the step being written, for the lead chosen."""
+    campaign = get_object_or_404(Campaign, pk=pk)
+    lead_id = request.POST.get("lead", "")
+    lead = Lead.objects.filter(campaign=campaign, pk=lead_id).first() if lead_id.isdigit() else None
+    preview = step_preview(campaign=campaign, subject_template=request.POST.get("subject_template", "")[:300],
+                           body_template=request.POST.get("body_template", "")[:20_000], lead=lead)
+    return JsonResponse(preview.as_dict())
 
 
 class LiveForm(forms.Form):

@@ -80,3 +80,27 @@ def test_the_sequence_editor_needs_the_change_permission(client):
     client.force_login(viewer)
     assert client.get(f"/campaigns/{campaign.pk}/steps").status_code == 403
     assert client.post(f"/campaigns/{campaign.pk}/steps", formset_data([], 0)).status_code == 403
+
+
+def test_the_preview_renders_the_step_for_a_lead_with_the_sender_and_footer_or_says_what_is_wrong(operator):
+    from leads.tests.factories import LeadFactory
+
+    campaign = CampaignFactory(sender_name="Alex", sender_email="alex@agency.example",
+                               postal_address="Agency Ltd, 1 Road, Paris")
+    maya = LeadFactory(campaign=campaign, email="maya@brightloop.example", first_name="Maya", company="BrightLoop")
+    url = f"/campaigns/{campaign.pk}/steps/preview"
+    step = {"subject_template": "Idea for {{ company }}", "body_template": "Hi {{ first_name }},\nshort note."}
+
+    shown = operator.post(url, {**step, "lead": str(maya.pk)}).json()
+    assert (shown["subject"], shown["from"], shown["to"], shown["errors"]) == (
+        "Idea for BrightLoop", "Alex <alex@agency.example>", "maya@brightloop.example", {})
+    assert shown["body"].startswith("Hi Maya,\nshort note.")
+    assert "Agency Ltd, 1 Road, Paris" in shown["body"] and "/u/" in shown["body"]  # the footer, as sent
+
+    bare = operator.post(url, {**step, "lead": ""}).json()
+    assert bare["subject"] == "Idea for your company" and bare["body"].startswith("Hi there,")
+
+    broken = operator.post(url, {"subject_template": "Hi {{ frist_name }}", "body_template": "{% load x %}"}).json()
+    assert set(broken["errors"]) == {"subject_template", "body_template"} and broken["body"] == ""
+    other = LeadFactory()  # another campaign's lead is not previewed: the fallbacks are
+    assert operator.post(url, {**step, "lead": str(other.pk)}).json()["to"] == "someone@example.com"

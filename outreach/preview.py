@@ -1,0 +1,56 @@
+"""A step as a lead would get it (the sequence editor's live preview): the templates being
+written, rendered for one of the campaign's leads (or a lead with none of the optional fields,
+to see the fallbacks), with the From line and the footer the send adds, or the template errors."""
+
+from dataclasses import dataclass, field
+
+from django.template import TemplateSyntaxError
+
+from campaigns.models import Campaign, MessageStep
+from campaigns.services import postal_address
+from leads.models import Lead
+from outreach.messages import RenderError, check_template, message_render
+from outreach.sending import sender_identity
+from outreach.unsubscribe import message_footer
+
+EXAMPLE_ADDRESS = "someone@example.com"
+
+
+@dataclass
+class Preview:
+    subject: str = ""
+    body: str = ""
+    sender: str = ""
+    to: str = ""
+    errors: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {"subject": self.subject, "body": self.body, "from": self.sender, "to": self.to, "errors": self.errors}
+
+
+def step_preview(*, campaign: Campaign, subject_template: str, body_template: str, lead: Lead | None) -> Preview:
+    """The rendered step for `lead` (None: a lead with only an address), exactly as the send
+    builds it: the first active mailbox's sender (else the campaign's), the footer with the
+    postal address and the unsubscribe link for that address."""
+    preview = Preview()
+    for name, text in (("subject_template", subject_template), ("body_template", body_template)):
+        try:
+            check_template(text)
+        except TemplateSyntaxError as exc:
+            preview.errors[name] = f"Template error: {exc}"
+    if preview.errors:
+        return preview
+    lead = lead or Lead(campaign=campaign, email=EXAMPLE_ADDRESS)
+    step = MessageStep(campaign=campaign, position=1, subject_template=subject_template, body_template=body_template)
+    try:
+        rendered = message_render(step, lead, campaign)
+    except RenderError as exc:
+        preview.errors["body_template"] = str(exc)
+        return preview
+    box = campaign.mailboxes.filter(active=True).order_by("id").first()
+    name, email = (box.from_name or campaign.sender_name, box.from_email) if box else sender_identity(campaign)
+    preview.subject, preview.to = rendered.subject, lead.email
+    preview.sender = f"{name} <{email}>" if name else email
+    preview.body = rendered.body + message_footer(sender_name=name, sender_email=email,
+                                                  postal_address=postal_address(campaign), email=lead.email)
+    return preview
