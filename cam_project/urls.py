@@ -50,6 +50,7 @@ urlpatterns = [
     path("campaigns/<id:pk>/edit", console.campaign_edit, name="campaign-edit"),
     path("campaigns/<id:pk>/steps", console.campaign_steps_edit, name="campaign-steps"),
     path("campaigns/<id:pk>/steps/preview", console.campaign_step_preview, name="campaign-step-preview"),
+    path("campaigns/<id:pk>/steps/test", console.campaign_step_test_send, name="campaign-step-test"),
     path("campaigns/<id:pk>/run", console.campaign_run, name="campaign-run"),
     path("campaigns/<id:pk>/live", console.campaign_live_view, name="campaign-live"),
     path("campaigns/<id:pk>/pause", console.campaign_pause_view, name="campaign-pause"),

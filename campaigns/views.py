@@ -42,7 +42,8 @@ from outreach.models import Mailbox, OutreachAttempt
 from outreach.attention import attempts_needing_attention, in_flight_window
 from outreach.limits import mailbox_today, outreach_today, sends_per_day
 from outreach.messages import TEMPLATE_VARIABLES
-from outreach.preview import step_preview
+from outreach.preview import step_preview, step_test_send
+from outreach.transport import MailServerDown, MessageProblem
 
 ATTENTION_SHOWN = 50
 FUNNEL = [Lead.Status.NEW, Lead.Status.ENRICHED, Lead.Status.CONTACTED, Lead.Status.REPLIED,
@@ -334,6 +335,27 @@ def campaign_step_preview(request, pk):
     preview = step_preview(campaign=campaign, subject_template=request.POST.get("subject_template", "")[:300],
                            body_template=request.POST.get("body_template", "")[:20_000], lead=lead)
     return JsonResponse(preview.as_dict())
+
+
+@require_POST
+@login_required
+@permission_required("campaigns.change_campaign", raise_exception=True)
+def campaign_step_test_send(request, pk):
+    """"Send a test to me": the step as the chosen lead would get it, to the logged-in user's own
+    address, through the campaign's mailbox. Never an attempt, never to a lead."""
+    campaign = get_object_or_404(Campaign, pk=pk)
+    if not request.user.email:
+        return JsonResponse({"sent": False, "detail": "Your user has no email address: add one in your profile."},
+                            status=400)
+    lead_id = request.POST.get("lead", "")
+    lead = Lead.objects.filter(campaign=campaign, pk=lead_id).first() if lead_id.isdigit() else None
+    try:
+        said = step_test_send(campaign=campaign, subject_template=request.POST.get("subject_template", "")[:300],
+                              body_template=request.POST.get("body_template", "")[:20_000], lead=lead,
+                              to=request.user.email)
+    except (MessageProblem, MailServerDown) as exc:
+        return JsonResponse({"sent": False, "detail": f"Not sent: {exc}"}, status=400)
+    return JsonResponse({"sent": True, "detail": f"Test {said}."})
 
 
 class LiveForm(forms.Form):

@@ -3,7 +3,10 @@ written, rendered for one of the campaign's leads (or a lead with none of the op
 to see the fallbacks), with the From line and the footer the send adds, or the template errors."""
 
 from dataclasses import dataclass, field
+from email.utils import formataddr
 
+from django.conf import settings
+from django.core.mail import EmailMessage
 from django.template import TemplateSyntaxError
 
 from campaigns.models import Campaign, MessageStep
@@ -11,6 +14,7 @@ from campaigns.services import postal_address
 from leads.models import Lead
 from outreach.messages import RenderError, check_template, message_render
 from outreach.sending import sender_identity
+from outreach.transport import Mailer, MailServerDown, MessageProblem, message_prepare
 from outreach.unsubscribe import message_footer
 
 EXAMPLE_ADDRESS = "someone@example.com"
@@ -47,10 +51,41 @@ def step_preview(*, campaign: Campaign, subject_template: str, body_template: st
     except RenderError as exc:
         preview.errors["body_template"] = str(exc)
         return preview
-    box = campaign.mailboxes.filter(active=True).order_by("id").first()
+    box = _test_mailbox(campaign)
     name, email = (box.from_name or campaign.sender_name, box.from_email) if box else sender_identity(campaign)
     preview.subject, preview.to = rendered.subject, lead.email
     preview.sender = f"{name} <{email}>" if name else email
     preview.body = rendered.body + message_footer(sender_name=name, sender_email=email,
                                                   postal_address=postal_address(campaign), email=lead.email)
     return preview
+
+
+def _test_mailbox(campaign: Campaign):
+    """The mailbox a first email of the campaign would go from (its first active one), or None
+    for the environment's server."""
+    return campaign.mailboxes.filter(active=True).order_by("id").first()
+
+
+def step_test_send(*, campaign: Campaign, subject_template: str, body_template: str, lead: Lead | None,
+                   to: str) -> str:
+    """Send the step, rendered for `lead`, to `to` (the staff member's own address) through the
+    campaign's mailbox, as a test: "[Test] " before the subject; no attempt, no quota, no cap,
+    never to a lead. Returns what happened, in words; MessageProblem for templates that do not
+    render or a message that cannot be built, MailServerDown when it could not be handed over."""
+    preview = step_preview(campaign=campaign, subject_template=subject_template, body_template=body_template,
+                           lead=lead)
+    if preview.errors:
+        raise MessageProblem("; ".join(preview.errors.values()))
+    box = _test_mailbox(campaign)
+    name, address = (box.from_name or campaign.sender_name, box.from_email) if box else sender_identity(campaign)
+    message = message_prepare(EmailMessage(subject=f"[Test] {preview.subject}", body=preview.body,
+                                           from_email=formataddr((name, address)), to=[to]))
+    mailer = Mailer(send_seconds=settings.CAM_SEND_TIMEOUT_SECONDS, mailbox=box)
+    try:
+        mailer.ready()
+        outcome = mailer.send(message)
+    finally:
+        mailer.close()
+    if outcome.status != "sent":
+        raise MailServerDown(f"not sent ({outcome.status}): {outcome.error}")
+    return f"sent to {to} through {box.name if box else 'the server in the environment (EMAIL_*)'}"

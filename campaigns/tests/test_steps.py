@@ -104,3 +104,35 @@ def test_the_preview_renders_the_step_for_a_lead_with_the_sender_and_footer_or_s
     assert set(broken["errors"]) == {"subject_template", "body_template"} and broken["body"] == ""
     other = LeadFactory()  # another campaign's lead is not previewed: the fallbacks are
     assert operator.post(url, {**step, "lead": str(other.pk)}).json()["to"] == "someone@example.com"
+
+
+def test_a_test_send_says_why_it_did_not_go_and_never_mails_a_lead(client, smtp_servers):
+    from conftest import free_port
+    from leads.tests.factories import LeadFactory
+    from outreach.models import OutreachAttempt
+    from outreach.tests.factories import MailboxFactory
+
+    smtp = smtp_servers()
+    campaign = CampaignFactory(postal_address="Agency Ltd, 1 Road, Paris")
+    box = MailboxFactory(smtp_port=smtp.port)
+    box.campaigns.add(campaign)
+    lead = LeadFactory(campaign=campaign, email="maya@brightloop.example", first_name="Maya")
+    user = get_user_model().objects.create_superuser("op", "", "pw")
+    client.force_login(user)
+    url = f"/campaigns/{campaign.pk}/steps/test"
+    step = {"subject_template": "Hi {{ first_name }}", "body_template": "Body", "lead": str(lead.pk)}
+
+    no_address = client.post(url, step)
+    assert no_address.status_code == 400 and "no email address" in no_address.json()["detail"]
+    user.email = "op@agency.example"
+    user.save()
+    broken = client.post(url, {**step, "body_template": "{{ nope }}"})
+    assert broken.status_code == 400 and "unknown variable" in broken.json()["detail"]
+    sent = client.post(url, step)
+    assert sent.json() == {"sent": True, "detail": f"Test sent to op@agency.example through {box.name}."}
+    assert [(m["To"], m["Subject"]) for m in smtp.messages] == [("op@agency.example", "[Test] Hi Maya")]
+    box.smtp_port = free_port()  # nothing listens there
+    box.save()
+    down = client.post(url, step)
+    assert down.status_code == 400 and down.json()["detail"].startswith("Not sent:")
+    assert not OutreachAttempt.objects.exists() and len(smtp.messages) == 1
