@@ -316,6 +316,14 @@ def browser(monkeypatch):
         chromium.close()
 
 
+def log_in(page, username: str = "operator", password: str = "s3cret-pass") -> None:
+    """Log the browser page in through the console's login form."""
+    page.goto("/login/")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Log in").click()
+
+
 @pytest.fixture
 def page(browser, live_server):
     """A browser page on the live server, with a superuser "operator" / "s3cret-pass" to log in as."""

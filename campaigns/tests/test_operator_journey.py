@@ -13,6 +13,7 @@ from django.conf import settings
 
 from campaigns.models import Campaign, MessageStep
 from cam_project.tests.test_console_browser import shot
+from conftest import log_in
 
 pytestmark = pytest.mark.django_db(transaction=True)
 PHONE = {"width": 390, "height": 844}
@@ -29,10 +30,7 @@ def both(page, name: str) -> None:
 def test_a_new_operator_runs_a_campaign_end_to_end_in_the_console(page, smtp_server):
     from playwright.sync_api import expect
 
-    page.goto("/login/")
-    page.get_by_label("Username").fill("operator")
-    page.get_by_label("Password").fill("s3cret-pass")
-    page.get_by_role("button", name="Log in").click()
+    log_in(page)
 
     # Create, then edit: the qualification mode explained, the postal address the footer needs.
     page.get_by_role("link", name="New campaign").click()

@@ -7,6 +7,7 @@ import pytest
 from campaigns.models import MessageStep
 from campaigns.tests.factories import CampaignFactory
 from cam_project.tests.test_console_browser import shot
+from conftest import log_in
 from leads.tests.factories import LeadFactory
 from outreach.models import OutreachAttempt
 from outreach.tests.factories import MailboxFactory
@@ -23,10 +24,7 @@ def test_an_operator_writes_a_step_watches_its_preview_and_sends_a_test_to_thems
                 score=0.9)
     smtp = smtp_servers()
     MailboxFactory(name="Sales box", smtp_port=smtp.port, from_email="alex@agency.example").campaigns.add(campaign)
-    page.goto("/login/")
-    page.get_by_label("Username").fill("operator")
-    page.get_by_label("Password").fill("s3cret-pass")
-    page.get_by_role("button", name="Log in").click()
+    log_in(page)
     page.goto(f"/campaigns/{campaign.pk}")
     page.get_by_role("link", name="Sequence").click()
 

@@ -10,6 +10,7 @@ from django.utils import timezone
 from campaigns.models import Campaign
 from campaigns.tests.factories import CampaignFactory, MessageStepFactory
 from cam_project.tests.test_console_browser import shot
+from conftest import log_in
 from leads.models import Lead
 from leads.tests.factories import LeadFactory
 from outreach.inbound import message_parse
@@ -19,13 +20,6 @@ from outreach.sending import outreach_send_due
 
 pytestmark = pytest.mark.django_db(transaction=True)
 MAIL = Path(__file__).parent / "mail"
-
-
-def log_in(page):
-    page.goto("/login/")
-    page.get_by_label("Username").fill("operator")
-    page.get_by_label("Password").fill("s3cret-pass")
-    page.get_by_role("button", name="Log in").click()
 
 
 def receive(name: str, original: str, lead: Lead) -> InboundMessage:
