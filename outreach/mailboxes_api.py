@@ -33,6 +33,15 @@ FIELDS = [
 ]
 
 
+@extend_schema_field({"type": "string", "pattern": r"^([01][0-9]|2[0-3]):[0-5][0-9]$", "example": "09:00"})
+class ClockField(serializers.TimeField):
+    """A time of day as "HH:MM" (SPEC §8), in and out; the schema says so (OpenAPI's "time"
+    format would mean "HH:MM:SS" with an offset)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(format="%H:%M", input_formats=["%H:%M"], **kwargs)
+
+
 def _secret(help_text: str) -> serializers.CharField:
     return serializers.CharField(write_only=True, required=False, allow_blank=True, max_length=500,
                                  trim_whitespace=False, style={"input_type": "password"}, help_text=help_text)
@@ -53,9 +62,8 @@ class MailboxSerializer(serializers.ModelSerializer):
     esp_api_key_set = serializers.SerializerMethodField()
     window_days = serializers.ListField(child=serializers.IntegerField(min_value=0, max_value=6), min_length=1,
                                         max_length=7, required=False, help_text="Weekdays, Monday 0 … Sunday 6.")
-    window_start = serializers.TimeField(format="%H:%M", input_formats=["%H:%M"], required=False)
-    window_end = serializers.TimeField(format="%H:%M", input_formats=["%H:%M"], required=False,
-                                       help_text="Before window_start: the window crosses midnight. Equal: all day.")
+    window_start = ClockField(required=False)
+    window_end = ClockField(required=False, help_text="Before window_start: the window crosses midnight. Equal: all day.")
     esp_settings = serializers.DictField(child=serializers.CharField(max_length=500), required=False,
                                          help_text="Only api_url and sender_domain (Mailgun).")
     campaigns = serializers.PrimaryKeyRelatedField(many=True, queryset=Campaign.objects.all(), required=False,

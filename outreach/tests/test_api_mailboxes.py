@@ -2,6 +2,8 @@
 a mailbox that sent refused deletion (409), and the login check against a real SMTP server with
 AUTH (aiosmtpd) and a real IMAP server (Dovecot)."""
 
+import re
+
 import pytest
 from django.db import connection
 
@@ -49,6 +51,20 @@ def test_a_mailbox_is_created_with_its_password_encrypted_and_never_returned(api
     assert list(campaign.mailboxes.values_list("pk", flat=True)) == [body["id"]]
     for url in (LIST, f"{LIST}/{body['id']}"):
         assert "p4ss-word" not in api.get(url).content.decode()
+
+
+def test_window_times_are_hh_mm_in_and_out_and_the_schema_says_so(api):
+    """SPEC §8 says "HH:MM"; OpenAPI's "time" format means HH:MM:SS with an offset, which the
+    schema fuzzing caught: the schema describes what the API really returns."""
+    schema = api.get("/api/schema/?format=json").json()["components"]["schemas"]["Mailbox"]["properties"]
+    for name in ("window_start", "window_end"):
+        assert "format" not in schema[name] and schema[name]["pattern"] == "^([01][0-9]|2[0-3]):[0-5][0-9]$"
+    body = api.post(LIST, {**VALID, "window_start": "07:05", "window_end": "23:59"}, format="json").json()
+    pattern = re.compile(schema["window_start"]["pattern"])
+    assert (body["window_start"], body["window_end"]) == ("07:05", "23:59")
+    assert pattern.match(body["window_start"]) and pattern.match(body["window_end"])
+    refused = api.post(LIST, {**VALID, "window_start": "7:05:00+02:00"}, format="json")
+    assert refused.status_code == 400 and "window_start" in refused.json()
 
 
 def test_a_change_without_the_password_keeps_it_and_an_empty_one_clears_it(api):
