@@ -93,6 +93,17 @@ class CSVRenderer(BaseRenderer):
         raise NotImplementedError("the exporting views stream their CSV themselves")
 
 
+class CSVExportMixin:
+    """For a list view that `?format=csv` exports: the CSV renderer is offered to GET only, so
+    any other method asked for CSV is a 404 (an unknown format), never a half-rendered answer."""
+
+    def get_renderers(self):
+        renderers = [JSONRenderer()]
+        if getattr(self, "request", None) is None or self.request.method in ("GET", "HEAD"):
+            renderers.append(CSVRenderer())
+        return renderers
+
+
 def wants_csv(request) -> bool:
     return getattr(request, "accepted_renderer", None) is not None and request.accepted_renderer.format == "csv"
 

@@ -15,12 +15,11 @@ from drf_spectacular.utils import (
 from rest_framework import generics, permissions, serializers, status
 from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.parsers import MultiPartParser
-from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
 from cam_project.api import (
     ActionPermissions,
-    CSVRenderer,
+    CSVExportMixin,
     ErrorSerializer,
     JSONParser,
     Pagination,
@@ -126,11 +125,10 @@ LEADS_REQUEST = {
 }
 
 
-class CampaignLeadsView(generics.ListAPIView):
+class CampaignLeadsView(CSVExportMixin, generics.ListAPIView):
     serializer_class = LeadSerializer
     pagination_class = Pagination
     parser_classes = [JSONParser, MultiPartParser]
-    renderer_classes = [JSONRenderer, CSVRenderer]
     queryset = Lead.objects.all()
 
     def list(self, request, *args, **kwargs):

@@ -6,11 +6,10 @@ from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, permissions, serializers, status
 from rest_framework.exceptions import ValidationError
-from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from cam_project.api import ActionPermissions, CSVRenderer, ErrorSerializer, Pagination, query_param, wants_csv
+from cam_project.api import ActionPermissions, CSVExportMixin, ErrorSerializer, Pagination, query_param, wants_csv
 from campaigns.models import Campaign
 from leads.rows import email_normalise, email_syntax_error
 from outreach.models import OutreachAttempt, Suppression
@@ -54,10 +53,9 @@ def status_list_param(request) -> list[str]:
                          "as a streamed CSV download, instead of a page of JSON")],
     summary="A campaign's outreach attempts, newest first",
 )
-class CampaignAttemptsView(generics.ListAPIView):
+class CampaignAttemptsView(CSVExportMixin, generics.ListAPIView):
     serializer_class = AttemptSerializer
     pagination_class = Pagination
-    renderer_classes = [JSONRenderer, CSVRenderer]
     queryset = OutreachAttempt.objects.all()
 
     def list(self, request, *args, **kwargs):
