@@ -3,17 +3,16 @@ lists the messages read from the mailboxes and the ESPs' webhooks, newest first;
 /api/cam/inbound/{id}` reclassifies one (`kind`) or records what its reply came to (`outcome`)."""
 
 from django.db import transaction
-from django.db.models import Q
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, serializers
 from rest_framework.response import Response
 
-from cam_project.api import ErrorSerializer, ModelPermissions, Pagination
+from cam_project.api import ErrorSerializer, ModelPermissions, Pagination, query_param
 from leads.services import Actor
 from outreach.models import InboundMessage
-from outreach.replies import inbound_reclassify, inbound_record_outcome
+from outreach.replies import inbound_messages, inbound_reclassify, inbound_record_outcome
 
 
 class InboundSerializer(serializers.ModelSerializer):
@@ -78,24 +77,14 @@ class InboundListView(generics.ListAPIView):
     queryset = InboundMessage.objects.all()
 
     def get_queryset(self):
-        messages = InboundMessage.objects.select_related("mailbox", "lead", "attempt", "reviewed_by")
-        params = self.request.query_params
-        if kind := params.get("kind"):
-            if kind not in InboundMessage.Kind.values:
-                raise serializers.ValidationError({"kind": [f"One of {', '.join(InboundMessage.Kind.values)}."]})
-            messages = messages.filter(kind=kind)
-        if (campaign := _id_param(self.request, "campaign")) is not None:
-            messages = messages.filter(Q(lead__campaign_id=campaign) | Q(attempt__campaign_id=campaign))
-        if (mailbox := _id_param(self.request, "mailbox")) is not None:
-            messages = messages.filter(mailbox_id=mailbox)
-        matched = params.get("matched", "").lower()
-        if matched in ("true", "1"):
-            messages = messages.exclude(lead=None)
-        elif matched in ("false", "0"):
-            messages = messages.filter(lead=None)
-        elif matched:
+        matched = self.request.query_params.get("matched", "").lower()
+        if matched not in ("", "true", "1", "false", "0"):
             raise serializers.ValidationError({"matched": ["true or false."]})
-        return messages.order_by("-received_at", "-id")
+        return inbound_messages(
+            campaign_id=_id_param(self.request, "campaign"), mailbox_id=_id_param(self.request, "mailbox"),
+            kind=query_param(self.request, "kind", choices=InboundMessage.Kind.values),
+            matched=None if not matched else matched in ("true", "1"),
+        )
 
 
 class InboundDetailView(generics.RetrieveAPIView):

@@ -5,7 +5,6 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
 from django.core.paginator import Paginator
-from django.db.models import Q
 from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
@@ -14,7 +13,7 @@ from campaigns.models import Campaign
 from campaigns.services import Refused
 from leads.services import Actor
 from outreach.models import InboundMessage
-from outreach.replies import inbound_reclassify, inbound_record_outcome
+from outreach.replies import inbound_messages, inbound_reclassify, inbound_record_outcome
 from outreach.views import back
 
 PAGE = 50
@@ -24,18 +23,15 @@ PAGE = 50
 @permission_required("outreach.view_inboundmessage", raise_exception=True)
 def inbox(request, pk=None):
     campaign = get_object_or_404(Campaign, pk=pk) if pk is not None else None
-    found = InboundMessage.objects.select_related("mailbox", "lead__campaign", "attempt", "reviewed_by")
-    if campaign is not None:
-        found = found.filter(Q(lead__campaign=campaign) | Q(attempt__campaign=campaign))
     kind = request.GET.get("kind", "")
-    if kind in InboundMessage.Kind.values:
-        found = found.filter(kind=kind)
-    if request.GET.get("matched") == "no":
-        found = found.filter(lead=None)
-    page = Paginator(found.order_by("-received_at", "-id"), PAGE).get_page(request.GET.get("page"))
+    kind = kind if kind in InboundMessage.Kind.values else ""
+    unmatched_only = request.GET.get("matched") == "no"
+    found = inbound_messages(campaign_id=campaign.pk if campaign else None, kind=kind,
+                             matched=False if unmatched_only else None)
+    page = Paginator(found, PAGE).get_page(request.GET.get("page"))
     return render(request, "console/inbox.html", {
         "campaign": campaign, "page": page, "kind": kind, "kinds": InboundMessage.Kind.choices,
-        "outcomes": InboundMessage.Outcome.choices, "unmatched_only": request.GET.get("matched") == "no",
+        "outcomes": InboundMessage.Outcome.choices, "unmatched_only": unmatched_only,
         "inbox_minutes": settings.CAM_INBOX_MINUTES,
     })
 

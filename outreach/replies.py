@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, transaction
+from django.db.models import Q
 
 from campaigns.models import Campaign
 from campaigns.services import Refused, campaign_pause
@@ -245,7 +246,23 @@ def _status_now(lead: Lead) -> str:
     return Lead.objects.filter(pk=lead.pk).values_list("status", flat=True).first() or lead.status
 
 
-# --- staff: reclassify, record the outcome -------------------------------------------------------
+# --- staff: what came back, reclassify, record the outcome ---------------------------------------
+
+
+def inbound_messages(*, campaign_id: int | None = None, kind: str = "", mailbox_id: int | None = None,
+                     matched: bool | None = None):
+    """What came back, newest first, as the console's inbox and the API list it: a campaign's
+    (matched to its leads or its sends), one kind, one mailbox's, matched or not."""
+    messages = InboundMessage.objects.select_related("mailbox", "lead__campaign", "attempt", "reviewed_by")
+    if campaign_id is not None:
+        messages = messages.filter(Q(lead__campaign_id=campaign_id) | Q(attempt__campaign_id=campaign_id))
+    if kind:
+        messages = messages.filter(kind=kind)
+    if mailbox_id is not None:
+        messages = messages.filter(mailbox_id=mailbox_id)
+    if matched is not None:
+        messages = messages.exclude(lead=None) if matched else messages.filter(lead=None)
+    return messages.order_by("-received_at", "-id")
 
 
 @transaction.atomic
