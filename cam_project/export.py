@@ -54,3 +54,10 @@ def csv_response(*, filename: str, header: list[str], rows: Iterable[Iterable]) 
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     response["Cache-Control"] = "no-store"  # personal data: not kept by proxies or the browser's cache
     return response
+
+
+def queryset_csv(*, queryset, columns: tuple[tuple[str, str], ...], filename: str) -> StreamingHttpResponse:
+    """`queryset` streamed as CSV: `columns` are (header, field) pairs, fields as values_list
+    takes them (lookups through relations included), read CHUNK rows at a time."""
+    rows = queryset.values_list(*(name for _, name in columns)).iterator(chunk_size=CHUNK)
+    return csv_response(filename=filename, header=[header for header, _ in columns], rows=rows)

@@ -2,7 +2,7 @@
 
 from django.utils import timezone
 
-from cam_project.export import CHUNK, csv_response
+from cam_project.export import queryset_csv
 
 # (header, field) in the file's order: what an operator takes to a spreadsheet or a CRM.
 COLUMNS = (
@@ -19,6 +19,5 @@ COLUMNS = (
 
 def leads_csv(*, campaign, leads):
     """`leads` (a queryset, filtered and ordered as on the page) streamed as CSV."""
-    rows = leads.values_list(*(field for _, field in COLUMNS)).iterator(chunk_size=CHUNK)
-    name = f"campaign-{campaign.pk}-leads-{timezone.now():%Y%m%d-%H%M}.csv"
-    return csv_response(filename=name, header=[header for header, _ in COLUMNS], rows=rows)
+    return queryset_csv(queryset=leads, columns=COLUMNS,
+                        filename=f"campaign-{campaign.pk}-leads-{timezone.now():%Y%m%d-%H%M}.csv")

@@ -2,7 +2,7 @@
 
 from django.utils import timezone
 
-from cam_project.export import CHUNK, csv_response
+from cam_project.export import queryset_csv
 
 COLUMNS = (
     ("id", "id"), ("created_at", "created_at"), ("lead_id", "lead_id"), ("email", "lead__email"), ("step", "step"),
@@ -13,6 +13,5 @@ COLUMNS = (
 
 
 def attempts_csv(*, campaign, attempts):
-    rows = attempts.values_list(*(field for _, field in COLUMNS)).iterator(chunk_size=CHUNK)
-    name = f"campaign-{campaign.pk}-sends-{timezone.now():%Y%m%d-%H%M}.csv"
-    return csv_response(filename=name, header=[header for header, _ in COLUMNS], rows=rows)
+    return queryset_csv(queryset=attempts, columns=COLUMNS,
+                        filename=f"campaign-{campaign.pk}-sends-{timezone.now():%Y%m%d-%H%M}.csv")
