@@ -278,17 +278,24 @@ def campaign_steps_edit(request, pk):
     })
 
 
+def _step_as_posted(request, campaign) -> dict:
+    """The step the editor posts (its templates as typed, the lead picked), as step_preview and
+    step_test_send take it; a lead of another campaign is no lead (the fallbacks)."""
+    lead_id = request.POST.get("lead", "")
+    return {
+        "campaign": campaign, "subject_template": request.POST.get("subject_template", "")[:300],
+        "body_template": request.POST.get("body_template", "")[:20_000],
+        "lead": Lead.objects.filter(campaign=campaign, pk=lead_id).first() if lead_id.isdigit() else None,
+    }
+
+
 @require_POST
 @login_required
 @permission_required("campaigns.change_campaign", raise_exception=True)
 def campaign_step_preview(request, pk):
     """The sequence editor's live preview (JSON): the step being written, for the lead chosen."""
     campaign = get_object_or_404(Campaign, pk=pk)
-    lead_id = request.POST.get("lead", "")
-    lead = Lead.objects.filter(campaign=campaign, pk=lead_id).first() if lead_id.isdigit() else None
-    preview = step_preview(campaign=campaign, subject_template=request.POST.get("subject_template", "")[:300],
-                           body_template=request.POST.get("body_template", "")[:20_000], lead=lead)
-    return JsonResponse(preview.as_dict())
+    return JsonResponse(step_preview(**_step_as_posted(request, campaign)).as_dict())
 
 
 @require_POST
@@ -301,12 +308,8 @@ def campaign_step_test_send(request, pk):
     if not request.user.email:
         return JsonResponse({"sent": False, "detail": "Your user has no email address: add one in your profile."},
                             status=400)
-    lead_id = request.POST.get("lead", "")
-    lead = Lead.objects.filter(campaign=campaign, pk=lead_id).first() if lead_id.isdigit() else None
     try:
-        said = step_test_send(campaign=campaign, subject_template=request.POST.get("subject_template", "")[:300],
-                              body_template=request.POST.get("body_template", "")[:20_000], lead=lead,
-                              to=request.user.email)
+        said = step_test_send(**_step_as_posted(request, campaign), to=request.user.email)
     except (MessageProblem, MailServerDown) as exc:
         return JsonResponse({"sent": False, "detail": f"Not sent: {exc}"}, status=400)
     return JsonResponse({"sent": True, "detail": f"Test {said}."})

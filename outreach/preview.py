@@ -27,6 +27,7 @@ class Preview:
     sender: str = ""
     to: str = ""
     errors: dict = field(default_factory=dict)
+    mailbox: object = None  # the Mailbox it would go through; None: the environment's server
 
     def as_dict(self) -> dict:
         return {"subject": self.subject, "body": self.body, "from": self.sender, "to": self.to, "errors": self.errors}
@@ -51,19 +52,21 @@ def step_preview(*, campaign: Campaign, subject_template: str, body_template: st
     except RenderError as exc:
         preview.errors["body_template"] = str(exc)
         return preview
-    box = _test_mailbox(campaign)
-    name, email = (box.from_name or campaign.sender_name, box.from_email) if box else sender_identity(campaign)
+    preview.mailbox, name, email = _first_sender(campaign)
     preview.subject, preview.to = rendered.subject, lead.email
-    preview.sender = f"{name} <{email}>" if name else email
+    preview.sender = formataddr((name, email))
     preview.body = rendered.body + message_footer(sender_name=name, sender_email=email,
                                                   postal_address=postal_address(campaign), email=lead.email)
     return preview
 
 
-def _test_mailbox(campaign: Campaign):
-    """The mailbox a first email of the campaign would go from (its first active one), or None
-    for the environment's server."""
-    return campaign.mailboxes.filter(active=True).order_by("id").first()
+def _first_sender(campaign: Campaign):
+    """Who a first email of the campaign would go from: its first active mailbox (None: the
+    environment's server), and the name and address it sends as."""
+    box = campaign.mailboxes.filter(active=True).order_by("id").first()
+    if box is None:
+        return None, *sender_identity(campaign)
+    return box, box.from_name or campaign.sender_name, box.from_email
 
 
 def step_test_send(*, campaign: Campaign, subject_template: str, body_template: str, lead: Lead | None,
@@ -76,10 +79,9 @@ def step_test_send(*, campaign: Campaign, subject_template: str, body_template: 
                            lead=lead)
     if preview.errors:
         raise MessageProblem("; ".join(preview.errors.values()))
-    box = _test_mailbox(campaign)
-    name, address = (box.from_name or campaign.sender_name, box.from_email) if box else sender_identity(campaign)
+    box = preview.mailbox
     message = message_prepare(EmailMessage(subject=f"[Test] {preview.subject}", body=preview.body,
-                                           from_email=formataddr((name, address)), to=[to]))
+                                           from_email=preview.sender, to=[to]))
     mailer = Mailer(send_seconds=settings.CAM_SEND_TIMEOUT_SECONDS, mailbox=box)
     try:
         mailer.ready()
