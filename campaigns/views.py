@@ -241,12 +241,27 @@ class StepForm(forms.ModelForm):
         labels = {"delay_days": "Days after the previous email", "subject_template": "Subject",
                   "body_template": "Body"}
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.initial.setdefault("order", self.instance.position)
+
     def validate_unique(self):
         """Positions are given on save (steps_save), not by this form."""
 
 
-StepFormSet = forms.inlineformset_factory(Campaign, MessageStep, form=StepForm, extra=1, can_delete=True,
-                                          max_num=20, validate_max=True)
+class BaseStepFormSet(forms.BaseInlineFormSet):
+    def sequence(self) -> list[dict]:
+        """The steps to keep, in their order, as steps_save takes them: filled forms not marked
+        for removal (an untouched empty form has no data); ties keep the older step first."""
+        kept = [form for form in self.forms if form.cleaned_data and not form.cleaned_data.get("DELETE")]
+        kept.sort(key=lambda form: (form.cleaned_data["order"], form.instance.pk or 10**9))
+        return [{"id": form.instance.pk, **{name: form.cleaned_data[name] for name in StepForm.Meta.fields}}
+                for form in kept]
+
+
+StepFormSet = forms.inlineformset_factory(Campaign, MessageStep, form=StepForm, formset=BaseStepFormSet, extra=1,
+                                          can_delete=True, max_num=20, validate_max=True)
 
 
 @login_required
@@ -258,19 +273,9 @@ def campaign_steps_edit(request, pk):
     steps = MessageStep.objects.filter(campaign=campaign).order_by("position")
     formset = StepFormSet(request.POST or None, instance=campaign, queryset=steps,
                           initial=[{"order": steps.count() + 1}])
-    if request.method == "GET":
-        for form in formset.forms:
-            if form.instance.pk:
-                form.initial["order"] = form.instance.position
     if request.method == "POST" and formset.is_valid():
-        kept = [form for form in formset.forms
-                if form.has_changed() or form.instance.pk]
-        kept = [form for form in kept if not form.cleaned_data.get("DELETE") and form.cleaned_data]
-        kept.sort(key=lambda form: (form.cleaned_data["order"], form.instance.pk or 10**9))
-        steps_save(campaign=campaign, steps=[{"id": form.instance.pk, **{
-            name: form.cleaned_data[name] for name in ("delay_days", "subject_template", "body_template")}}
-            for form in kept])
-        messages.success(request, f"Sequence saved: {len(kept)} step{'s' if len(kept) != 1 else ''}.")
+        saved = steps_save(campaign=campaign, steps=formset.sequence())
+        messages.success(request, f"Sequence saved: {len(saved)} step{'s' if len(saved) != 1 else ''}.")
         return redirect("campaign-steps", pk=pk)
     return render(request, "console/steps.html", {
         "campaign": campaign, "formset": formset, "variables": TEMPLATE_VARIABLES,
