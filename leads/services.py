@@ -350,7 +350,8 @@ def _before(lead: Lead) -> dict:
 def lead_record_reply(*, lead: Lead, now: datetime, actor: Actor, note: str) -> dict:
     """A reply came in: the lead is REPLIED (a QUALIFIED one stays so), every other sequence to
     the address stops, and where a campaign says so, its sequences to the same company domain.
-    Returns what changed, for an undo: {"before": state or None, "others": n, "company": n}."""
+    Returns what changed, for an undo: {"before": state or None, "status": now, "others": n,
+    "company": n}."""
     list(Lead.objects.select_for_update().filter(email=lead.email).order_by("pk").values_list("pk"))
     lead = lead_locked(lead.pk)
     before = None
@@ -362,7 +363,7 @@ def lead_record_reply(*, lead: Lead, now: datetime, actor: Actor, note: str) -> 
         lead_event(lead=lead, kind=LeadEvent.Kind.REPLIED, actor=actor, now=now, from_status=before["status"],
                    to_status=lead.status, reason=note)
     others = _stop_other_sequences(lead, now, actor)
-    return {"before": before, "others": others, "company": _stop_company(lead, now, actor)}
+    return {"before": before, "status": lead.status, "others": others, "company": _stop_company(lead, now, actor)}
 
 
 def _stop_company(lead: Lead, now: datetime, actor: Actor) -> int:

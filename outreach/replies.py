@@ -169,7 +169,7 @@ def _reply(message, now, actor, effects) -> str:
         return "unmatched: no lead CAM emailed at this address"
     changed = lead_record_reply(lead=lead, now=now, actor=actor, note=f"reply received (inbound #{message.pk})")
     effects["lead_before"] = changed["before"]
-    done = f"lead #{lead.pk} REPLIED" if changed["before"] else f"lead #{lead.pk} stays {_status_now(lead)}"
+    done = f"lead #{lead.pk} REPLIED" if changed["before"] else f"lead #{lead.pk} stays {changed['status']}"
     if changed["others"]:
         done += f"; {changed['others']} other sequence(s) to the address stopped"
     if changed["company"]:
@@ -195,7 +195,7 @@ def _bounce(message, now, actor, effects) -> str:
     if not message.bounce_hard:
         if message.lead is not None:
             lead_event(lead=message.lead, kind=LeadEvent.Kind.BOUNCED,
-                       actor=actor, now=now, from_status=_status_now(message.lead),
+                       actor=actor, now=now, from_status=message.lead.status,  # read in this transaction
                        reason=f"soft bounce ({message.evidence.get('status') or 'temporary'}); the sequence goes on")
         return f"soft bounce for {address or 'an unknown recipient'}: noted, nothing stopped"
     done = []
@@ -240,10 +240,6 @@ def _unsubscribe(message, now, actor, effects) -> str:
         done.append(f"{suppression.email} suppressed" + ("" if created else f" (already, {suppression.reason})"))
     effects["suppressions_created"] = created_for
     return "; ".join(done) or "no address to suppress"
-
-
-def _status_now(lead: Lead) -> str:
-    return Lead.objects.filter(pk=lead.pk).values_list("status", flat=True).first() or lead.status
 
 
 # --- staff: what came back, reclassify, record the outcome ---------------------------------------
